@@ -1,0 +1,97 @@
+//! What every function request passes before the function runs: X-Call-Id and X-Timeout.
+//! (`max_inflight` is taken in the server, authentication in `secrets`.)
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::request::Parts;
+use tokio::time::Instant;
+
+use crate::config::{parse_duration, Config};
+use crate::error::Error;
+use crate::function::Ctx;
+
+/// Settles the per-request context: call id and effective timeout.
+pub fn context(
+    parts: &Parts,
+    config: &Config,
+    received: Instant,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<Ctx, Error> {
+    let call_id = parts
+        .headers
+        .get("x-call-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(new_call_id);
+    let exec_timeout = match parts.headers.get("x-timeout") {
+        None => config.exec_timeout,
+        Some(v) => {
+            let asked = v
+                .to_str()
+                .ok()
+                .and_then(|s| parse_duration(s).ok())
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    Error::BadRequest("X-Timeout is not a duration (e.g. 5s or 500ms)".into())
+                })?;
+            // X-Timeout may shorten the limit, never lengthen it.
+            Some(match config.exec_timeout {
+                Some(limit) => asked.min(limit),
+                None => asked,
+            })
+        }
+    };
+    Ok(Ctx {
+        call_id,
+        received,
+        exec_timeout,
+        deadline: exec_timeout.map(|d| received + d),
+        read_deadline: received + config.read_timeout,
+        peer,
+    })
+}
+
+/// A fresh call id: 128 bits from a per-process seed and a counter, UUID-formatted.
+pub fn new_call_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let a = splitmix(seed ^ n);
+    let b = splitmix(a ^ n.rotate_left(17));
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0x0fff,
+        ((b >> 48) & 0x3fff) | 0x8000,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_ids_differ() {
+        let a = new_call_id();
+        let b = new_call_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+    }
+}

@@ -1,0 +1,80 @@
+//! The response body type every handler returns, and small helpers around it.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use http_body_util::{BodyExt, Empty, Full};
+
+/// Errors carried by bodies: anything that ends a stream early.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The response body of every handler.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// The request body handlers receive: the client's stream, or bytes the watchdog already
+/// buffered (to check an HMAC) and hands on unchanged.
+/// Its error is a concrete `io::Error` (a boxed trait object here trips rustc's
+/// higher-ranked lifetime checks in the async handlers).
+pub type ReqBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// Boxes the client's body.
+pub fn incoming(body: hyper::body::Incoming) -> ReqBody {
+    body.map_err(std::io::Error::other).boxed_unsync()
+}
+
+/// A complete body.
+pub fn full(data: impl Into<Bytes>) -> Body {
+    Full::new(data.into())
+        .map_err(|e| match e {})
+        .boxed_unsync()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    Empty::new().map_err(|e| match e {}).boxed_unsync()
+}
+
+/// A body that keeps `guard` alive until the body has been sent or dropped, so that
+/// in-flight accounting (and `max_inflight`) covers streamed responses to their end.
+pub struct Guarded<G> {
+    inner: Body,
+    guard: Option<G>,
+}
+
+impl<G: Send + Unpin + 'static> Guarded<G> {
+    /// Wraps `inner`; `guard` is dropped when the last frame has gone out.
+    pub fn wrap(inner: Body, guard: G) -> Body {
+        Guarded {
+            inner,
+            guard: Some(guard),
+        }
+        .boxed_unsync()
+    }
+}
+
+impl<G: Unpin> http_body::Body for Guarded<G> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let res = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = res {
+            this.guard = None;
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

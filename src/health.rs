@@ -1,0 +1,156 @@
+//! Readiness, draining, in-flight accounting and the lock file.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::Notify;
+
+/// Shared liveness state, cheap to clone.
+#[derive(Clone)]
+pub struct Health {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    started: Instant,
+    ready: AtomicBool,
+    draining: AtomicBool,
+    inflight: AtomicUsize,
+    /// Milliseconds since `started` of the last request's arrival.
+    last_arrival_ms: AtomicU64,
+    max_inflight: usize,
+    lock_path: Option<PathBuf>,
+    ready_changed: Notify,
+}
+
+/// What `/_/health` and `/_/ready` should answer before any mode-specific check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Accepting work.
+    Ok,
+    /// Not ready yet (http mode start) or draining.
+    Unavailable,
+}
+
+/// Holds one in-flight slot; released on drop.
+pub struct InflightGuard {
+    health: Health,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.health.inner.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Health {
+    /// New state. `lock_path` is `None` with `suppress_lock`.
+    pub fn new(max_inflight: usize, lock_path: Option<PathBuf>) -> Health {
+        Health {
+            inner: Arc::new(Inner {
+                started: Instant::now(),
+                ready: AtomicBool::new(false),
+                draining: AtomicBool::new(false),
+                inflight: AtomicUsize::new(0),
+                last_arrival_ms: AtomicU64::new(0),
+                max_inflight,
+                lock_path,
+                ready_changed: Notify::new(),
+            }),
+        }
+    }
+
+    /// Marks the function ready and writes the lock file.
+    pub fn set_ready(&self) -> std::io::Result<()> {
+        if let Some(path) = &self.inner.lock_path {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(path, b"")?;
+        }
+        self.inner.ready.store(true, Ordering::Release);
+        self.inner.ready_changed.notify_waiters();
+        Ok(())
+    }
+
+    /// True once the function can take requests.
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Acquire)
+    }
+
+    /// Waits until [`Health::set_ready`] has been called.
+    pub async fn wait_ready(&self) {
+        loop {
+            let notified = self.inner.ready_changed.notified();
+            if self.is_ready() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Starts draining: health turns 503 and the lock file goes at once.
+    pub fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::Release);
+        if let Some(path) = &self.inner.lock_path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// True after SIGTERM.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire)
+    }
+
+    /// `/_/health`.
+    pub fn status(&self) -> Status {
+        if self.is_ready() && !self.is_draining() {
+            Status::Ok
+        } else {
+            Status::Unavailable
+        }
+    }
+
+    /// True when `max_inflight` is set and reached.
+    pub fn saturated(&self) -> bool {
+        self.inner.max_inflight > 0 && self.inflight() >= self.inner.max_inflight
+    }
+
+    /// Requests being handled now.
+    pub fn inflight(&self) -> usize {
+        self.inner.inflight.load(Ordering::Acquire)
+    }
+
+    /// Takes an in-flight slot, or `None` when `max_inflight` is reached.
+    pub fn try_acquire(&self) -> Option<InflightGuard> {
+        self.inner.last_arrival_ms.store(
+            self.inner.started.elapsed().as_millis() as u64,
+            Ordering::Release,
+        );
+        let max = self.inner.max_inflight;
+        let prev = self.inner.inflight.fetch_add(1, Ordering::AcqRel);
+        if max > 0 && prev >= max {
+            self.inner.inflight.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(InflightGuard {
+            health: self.clone(),
+        })
+    }
+
+    /// The configured limit (0 = none).
+    pub fn max_inflight(&self) -> usize {
+        self.inner.max_inflight
+    }
+
+    /// Time since the last function request arrived.
+    pub fn since_last_arrival(&self) -> std::time::Duration {
+        let last = self.inner.last_arrival_ms.load(Ordering::Acquire);
+        self.inner
+            .started
+            .elapsed()
+            .saturating_sub(std::time::Duration::from_millis(last))
+    }
+}

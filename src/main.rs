@@ -1,0 +1,124 @@
+//! Entry point: parse flags and settings, become the PID 1 reaper if needed, run, and map
+//! failures to exit codes (2 for configuration, 1 for runtime failures).
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use fwatchdog::config::{self, Config, Layered, ProcessEnv, SETTINGS};
+
+enum Cli {
+    Help,
+    Version,
+    RunHealthcheck,
+    Run {
+        flags: HashMap<String, String>,
+        command: Option<Vec<String>>,
+    },
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Cli, String> {
+    let mut flags = HashMap::new();
+    let mut command = None;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--" => {
+                command = Some(args.by_ref().collect());
+                break;
+            }
+            "-h" | "--help" | "-help" => return Ok(Cli::Help),
+            "--version" | "-version" | "-V" => return Ok(Cli::Version),
+            "--run-healthcheck" | "-run-healthcheck" => return Ok(Cli::RunHealthcheck),
+            _ => {}
+        }
+        let Some(flag) = arg.strip_prefix("--") else {
+            return Err(format!(
+                "unexpected argument {arg:?} (put the function command after --)"
+            ));
+        };
+        let (name, value) = match flag.split_once('=') {
+            Some((n, v)) => (n.to_string(), v.to_string()),
+            None => {
+                let v = args
+                    .next()
+                    .ok_or_else(|| format!("--{flag} needs a value"))?;
+                (flag.to_string(), v)
+            }
+        };
+        let wanted = name.replace('-', "_");
+        let setting = SETTINGS
+            .iter()
+            .find(|s| {
+                s.name.eq_ignore_ascii_case(&wanted)
+                    || s.aliases.iter().any(|a| a.eq_ignore_ascii_case(&wanted))
+            })
+            .ok_or_else(|| format!("unknown flag --{name} (see --help)"))?;
+        // A flag counts for the setting and all its aliases, so it beats any env spelling.
+        for n in std::iter::once(setting.name).chain(setting.aliases.iter().copied()) {
+            flags.insert(n.to_string(), value.clone());
+        }
+    }
+    Ok(Cli::Run { flags, command })
+}
+
+fn main() -> ExitCode {
+    let cli = match parse_args(std::env::args().skip(1)) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("fwatchdog: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (flags, command) = match cli {
+        Cli::Help => {
+            print!("{}", config::help_text());
+            return ExitCode::SUCCESS;
+        }
+        Cli::Version => {
+            println!("fwatchdog {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Cli::RunHealthcheck => {
+            let tmp = std::env::var_os("TMPDIR").unwrap_or_else(|| "/tmp".into());
+            let lock = std::path::Path::new(&tmp).join(".lock");
+            if lock.exists() {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("fwatchdog: unhealthy: no lock file at {}", lock.display());
+            return ExitCode::from(1);
+        }
+        Cli::Run { flags, command } => (flags, command),
+    };
+    let lookup = Layered {
+        flags: &flags,
+        base: &ProcessEnv,
+    };
+    let config = match Config::from_lookup(&lookup, command) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fwatchdog: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    fwatchdog::init_logging(config.log_format);
+    if let Err(e) = fwatchdog::reaper::become_init_if_pid1() {
+        eprintln!("fwatchdog: cannot start as PID 1: {e}");
+        return ExitCode::from(1);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fwatchdog: cannot start runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(fwatchdog::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fwatchdog: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

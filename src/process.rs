@@ -1,0 +1,227 @@
+//! Process supervision: spawn a function in its own process group, kill the whole group with a
+//! grace period, and forward its output to the log line by line.
+
+use std::io::{self, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, Command};
+
+use crate::config::LogFormat;
+
+/// Time between SIGTERM and SIGKILL when a function's group is stopped.
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// A running function process, leader of its own process group. Dropping it before the
+/// leader has been waited for stops the whole group (SIGTERM, then SIGKILL after
+/// [`KILL_GRACE`]), so a cancelled request never leaves the function running.
+pub struct FunctionProcess {
+    child: Option<Child>,
+    pgid: i32,
+    reaped: bool,
+}
+
+impl FunctionProcess {
+    /// Spawns `cmd` as the leader of a new process group. `process_group(0)` keeps std on
+    /// its posix_spawn path (no `pre_exec` closure, which would force fork+exec).
+    pub fn spawn(cmd: &mut Command) -> io::Result<FunctionProcess> {
+        cmd.process_group(0).kill_on_drop(false);
+        let child = cmd.spawn()?;
+        let pgid = child.id().map(|p| p as i32).unwrap_or(0);
+        Ok(FunctionProcess {
+            child: Some(child),
+            pgid,
+            reaped: false,
+        })
+    }
+
+    /// The process group id (= the leader's pid).
+    pub fn pgid(&self) -> i32 {
+        self.pgid
+    }
+
+    /// The child, for taking its pipes.
+    pub fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("child present until drop")
+    }
+
+    /// Waits for the leader to exit (and reaps it).
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        let status = self.child().wait().await;
+        if status.is_ok() {
+            self.reaped = true;
+        }
+        status
+    }
+
+    /// Stops the whole group now: SIGTERM at once, SIGKILL after the grace, in the background.
+    pub fn terminate(mut self) {
+        self.stop_group();
+    }
+
+    /// Stops the group and waits until the leader is gone (used at shutdown).
+    pub async fn terminate_and_wait(mut self) -> Option<ExitStatus> {
+        let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGTERM);
+        let child = self.child.as_mut()?;
+        let status = match tokio::time::timeout(KILL_GRACE, child.wait()).await {
+            Ok(s) => s.ok(),
+            Err(_) => {
+                let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
+                child.wait().await.ok()
+            }
+        };
+        // Stragglers that outlived the leader go too.
+        let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
+        self.reaped = true;
+        status
+    }
+
+    fn stop_group(&mut self) {
+        let Some(child) = self.child.take() else {
+            return;
+        };
+        let pgid = self.pgid;
+        if pgid <= 0 {
+            return;
+        }
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
+        // Until the leader is reaped its pid cannot be reused, so signalling the group
+        // after the grace cannot hit an unrelated process. Watch for its exit with a
+        // pidfd (which does not reap) rather than wait(), which would.
+        let pidfd = if self.reaped { None } else { pidfd_open(pgid) };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            return;
+        };
+        handle.spawn(async move {
+            let exited = async {
+                // SAFETY: the AsyncFd owns the pidfd outright; nothing else reads or closes it.
+                let registered =
+                    pidfd.and_then(|fd| unsafe { tokio::io::unix::AsyncFd::register(fd) }.ok());
+                match registered {
+                    Some(fd) => {
+                        let _ = fd.readable().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let _ = tokio::time::timeout(KILL_GRACE, exited).await;
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            let mut child = child;
+            let _ = child.wait().await;
+        });
+    }
+
+    /// Marks the process finished normally: dropping it will not signal the group.
+    /// The leader is reaped in the background if it has not been already.
+    pub fn finish(mut self) {
+        if let Some(mut child) = self.child.take() {
+            if !self.reaped {
+                if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                    handle.spawn(async move {
+                        let _ = child.wait().await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Drop for FunctionProcess {
+    fn drop(&mut self) {
+        if !self.reaped {
+            self.stop_group();
+        }
+    }
+}
+
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, nix::libc::O_NONBLOCK) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just gave us this fd and nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// A short description of how a process ended, for logs and error bodies.
+pub fn describe_exit(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => "unknown exit".to_string(),
+    }
+}
+
+/// How function output lines are written to the watchdog's stderr.
+#[derive(Debug, Clone, Copy)]
+pub struct LogOptions {
+    /// Prefix each line with time and stream name (text format).
+    pub prefix: bool,
+    /// Longest line kept whole; longer lines are split into pieces of this size.
+    pub max_line: usize,
+    /// Text or JSON.
+    pub format: LogFormat,
+}
+
+/// Copies `reader` to the log line by line until EOF. Never drops data: a line longer than
+/// `max_line` is written in pieces, and the pipe keeps being drained.
+pub async fn forward_lines<R: AsyncRead + Unpin>(
+    mut reader: R,
+    stream: &'static str,
+    opts: LogOptions,
+) {
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = vec![0u8; 8192];
+    loop {
+        let n = match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut start = 0;
+        while let Some(pos) = buf[start..].iter().position(|&b| b == b'\n') {
+            write_line(stream, &buf[start..start + pos], opts);
+            start += pos + 1;
+        }
+        buf.drain(..start);
+        while buf.len() >= opts.max_line {
+            write_line(stream, &buf[..opts.max_line], opts);
+            buf.drain(..opts.max_line);
+        }
+    }
+    if !buf.is_empty() {
+        write_line(stream, &buf, opts);
+    }
+}
+
+/// Writes one function output line to stderr in a single write, so lines never interleave.
+pub fn write_line(stream: &str, line: &[u8], opts: LogOptions) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut out = Vec::with_capacity(line.len() + 48);
+    match opts.format {
+        LogFormat::Json => {
+            let obj = serde_json::json!({
+                "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                "stream": stream,
+                "msg": String::from_utf8_lossy(line),
+            });
+            out.extend_from_slice(obj.to_string().as_bytes());
+        }
+        LogFormat::Text => {
+            if opts.prefix {
+                let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+                out.extend_from_slice(format!("{now} {stream}: ").as_bytes());
+            }
+            out.extend_from_slice(line);
+        }
+    }
+    out.push(b'\n');
+    let _ = io::stderr().lock().write_all(&out);
+}

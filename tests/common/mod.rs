@@ -1,0 +1,357 @@
+//! Test harness: starts the real `fwatchdog` binary with an env map on a free loopback port
+//! and a private TMPDIR, and talks to it with a tiny raw HTTP/1.1 client (raw, so tests can
+//! also send malformed, slow or abandoned requests).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Path of the binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_fwatchdog");
+
+/// A free TCP port on loopback (bound and released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A fresh, empty scratch folder for one test.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "fwd-test-{}-{}-{}",
+        tag,
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A running watchdog. Killed on drop.
+pub struct Watchdog {
+    /// The process.
+    pub child: Child,
+    /// Its listen port.
+    pub port: u16,
+    /// Its TMPDIR.
+    pub tmpdir: PathBuf,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// Builder-ish options for starting a watchdog.
+pub struct Opts<'a> {
+    /// Env vars (on top of PORT, TMPDIR, metrics_port=0).
+    pub env: Vec<(&'a str, String)>,
+    /// Command after `--` (empty: none).
+    pub cmd: Vec<&'a str>,
+    /// Wrap the binary in this launcher (e.g. `unshare --pid --fork --mount-proc`).
+    pub launcher: Vec<&'a str>,
+    /// Wait for /_/health 200.
+    pub wait_healthy: bool,
+}
+
+impl Default for Opts<'_> {
+    fn default() -> Self {
+        Opts {
+            env: Vec::new(),
+            cmd: Vec::new(),
+            launcher: Vec::new(),
+            wait_healthy: true,
+        }
+    }
+}
+
+impl Watchdog {
+    /// Starts `fwatchdog -- cmd...` with `env`, waiting until it is healthy.
+    pub fn start(env: &[(&str, &str)], cmd: &[&str]) -> Watchdog {
+        Watchdog::with(Opts {
+            env: env.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+            cmd: cmd.to_vec(),
+            ..Opts::default()
+        })
+    }
+
+    /// Starts a watchdog with full options.
+    pub fn with(opts: Opts) -> Watchdog {
+        let port = free_port();
+        let tmpdir = scratch_dir("wd");
+        let mut c = if opts.launcher.is_empty() {
+            Command::new(BIN)
+        } else {
+            let mut c = Command::new(opts.launcher[0]);
+            c.args(&opts.launcher[1..]).arg(BIN);
+            c
+        };
+        c.env("PORT", port.to_string())
+            .env("TMPDIR", &tmpdir)
+            .env("metrics_port", "0")
+            .env_remove("fprocess")
+            .env_remove("mode");
+        for (k, v) in &opts.env {
+            c.env(k, v);
+        }
+        if !opts.cmd.is_empty() {
+            c.arg("--").args(&opts.cmd);
+        }
+        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn fwatchdog");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        for pipe in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let sink = stderr.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(pipe);
+                let mut line = Vec::new();
+                while r.read_until(b'\n', &mut line).map(|n| n > 0).unwrap_or(false) {
+                    sink.lock().unwrap().push_str(&String::from_utf8_lossy(&line));
+                    line.clear();
+                }
+            });
+        }
+        let mut wd = Watchdog {
+            child,
+            port,
+            tmpdir,
+            stderr,
+        };
+        if opts.wait_healthy {
+            wd.wait_healthy(Duration::from_secs(10));
+        }
+        wd
+    }
+
+    /// Waits until `/_/health` answers 200; panics with the log if the process exits.
+    pub fn wait_healthy(&mut self, within: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("fwatchdog exited early ({st}); log:\n{}", self.log());
+            }
+            if let Ok(r) = self.get("/_/health") {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("fwatchdog not healthy within {within:?}; log:\n{}", self.log());
+    }
+
+    /// Everything the watchdog printed so far (stderr and stdout).
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// GET `path`.
+    pub fn get(&self, path: &str) -> std::io::Result<Resp> {
+        self.request("GET", path, &[], b"")
+    }
+
+    /// POST `body` to `path`.
+    pub fn post(&self, path: &str, body: &[u8]) -> std::io::Result<Resp> {
+        self.request("POST", path, &[], body)
+    }
+
+    /// Sends one request with Content-Length and `Connection: close`.
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Resp> {
+        request(self.port, method, path, headers, body)
+    }
+
+    /// Sends SIGTERM (or another signal) to the watchdog process.
+    pub fn signal(&self, sig: &str) {
+        Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.tmpdir);
+    }
+}
+
+/// A parsed response.
+#[derive(Debug)]
+pub struct Resp {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lower-cased.
+    pub headers: HashMap<String, String>,
+    /// Body (de-chunked).
+    pub body: Vec<u8>,
+    /// True if a chunked body ended without its final chunk (an aborted response).
+    pub truncated: bool,
+}
+
+impl Resp {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one request to 127.0.0.1:`port` and reads the whole response.
+pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Resp> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    let mut has_len = false;
+    for (k, v) in headers {
+        if k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding") {
+            has_len = true;
+        }
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !has_len && (!body.is_empty() || method == "POST" || method == "PUT") {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    read_response(&mut s)
+}
+
+/// Reads a response from `s` until the connection closes.
+pub fn read_response(s: &mut impl Read) -> std::io::Result<Resp> {
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+/// Parses a full HTTP/1.1 response.
+pub fn parse_response(raw: &[u8]) -> std::io::Result<Resp> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no header end"))?;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or_else(|| bad("empty"))?;
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("bad status line"))?;
+    let mut headers = HashMap::new();
+    for l in lines {
+        if let Some((k, v)) = l.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let rest = &raw[end + 4..];
+    let chunked = headers
+        .get("transfer-encoding")
+        .map(|v| v.contains("chunked"))
+        .unwrap_or(false);
+    let (body, truncated) = if chunked { dechunk(rest) } else { (rest.to_vec(), false) };
+    Ok(Resp {
+        status,
+        headers,
+        body,
+        truncated,
+    })
+}
+
+/// Decodes a chunked body; the flag says whether the terminating chunk was missing.
+pub fn dechunk(mut rest: &[u8]) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    loop {
+        let Some(nl) = rest.windows(2).position(|w| w == b"\r\n") else {
+            return (out, true);
+        };
+        let size_str = String::from_utf8_lossy(&rest[..nl]);
+        let Ok(size) = usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16) else {
+            return (out, true);
+        };
+        rest = &rest[nl + 2..];
+        if size == 0 {
+            return (out, false);
+        }
+        if rest.len() < size {
+            out.extend_from_slice(rest);
+            return (out, true);
+        }
+        out.extend_from_slice(&rest[..size]);
+        rest = rest.get(size + 2..).unwrap_or(&[]);
+    }
+}
+
+/// Pids of live processes whose command line contains `marker`.
+pub fn pids_with_marker(marker: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // Zombies have an empty cmdline already; count only live processes here.
+        let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next()).unwrap_or("");
+        if state != "Z" && String::from_utf8_lossy(&cmdline).contains(marker) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Polls `cond` every 20 ms until it is true or `within` passed.
+pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+/// A unique marker string for finding a test's processes in /proc.
+pub fn marker(tag: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("fwdmark-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Runs the binary to completion with `env` and `args`; returns (exit code, stderr).
+pub fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
+    let mut c = Command::new(BIN);
+    c.env_remove("fprocess").env_remove("mode").env("metrics_port", "0");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.args(args).stdin(Stdio::null()).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
