@@ -17,7 +17,11 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_fwatchdog");
 
 /// A free TCP port on loopback (bound and released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A fresh, empty scratch folder for one test.
@@ -100,7 +104,9 @@ impl Watchdog {
         if !opts.cmd.is_empty() {
             c.arg("--").args(&opts.cmd);
         }
-        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = c.spawn().expect("spawn fwatchdog");
         let stderr = Arc::new(Mutex::new(String::new()));
         for pipe in [
@@ -111,8 +117,14 @@ impl Watchdog {
             std::thread::spawn(move || {
                 let mut r = BufReader::new(pipe);
                 let mut line = Vec::new();
-                while r.read_until(b'\n', &mut line).map(|n| n > 0).unwrap_or(false) {
-                    sink.lock().unwrap().push_str(&String::from_utf8_lossy(&line));
+                while r
+                    .read_until(b'\n', &mut line)
+                    .map(|n| n > 0)
+                    .unwrap_or(false)
+                {
+                    sink.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&line));
                     line.clear();
                 }
             });
@@ -143,7 +155,10 @@ impl Watchdog {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        panic!("fwatchdog not healthy within {within:?}; log:\n{}", self.log());
+        panic!(
+            "fwatchdog not healthy within {within:?}; log:\n{}",
+            self.log()
+        );
     }
 
     /// Everything the watchdog printed so far (stderr and stdout).
@@ -162,7 +177,13 @@ impl Watchdog {
     }
 
     /// Sends one request with Content-Length and `Connection: close`.
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Resp> {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Resp> {
         request(self.port, method, path, headers, body)
     }
 
@@ -211,7 +232,9 @@ pub struct Resp {
 impl Resp {
     /// A header's value.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
     }
 
     /// The body as text.
@@ -221,10 +244,17 @@ impl Resp {
 }
 
 /// Sends one request to 127.0.0.1:`port` and reads the whole response.
-pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Resp> {
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Resp> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
     let mut has_len = false;
     for (k, v) in headers {
         if k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding") {
@@ -274,7 +304,11 @@ pub fn parse_response(raw: &[u8]) -> std::io::Result<Resp> {
         .get("transfer-encoding")
         .map(|v| v.contains("chunked"))
         .unwrap_or(false);
-    let (body, truncated) = if chunked { dechunk(rest) } else { (rest.to_vec(), false) };
+    let (body, truncated) = if chunked {
+        dechunk(rest)
+    } else {
+        (rest.to_vec(), false)
+    };
     Ok(Resp {
         status,
         headers,
@@ -291,7 +325,8 @@ pub fn dechunk(mut rest: &[u8]) -> (Vec<u8>, bool) {
             return (out, true);
         };
         let size_str = String::from_utf8_lossy(&rest[..nl]);
-        let Ok(size) = usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16) else {
+        let Ok(size) = usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16)
+        else {
             return (out, true);
         };
         rest = &rest[nl + 2..];
@@ -319,8 +354,15 @@ pub fn pids_with_marker(marker: &str) -> Vec<u32> {
         };
         let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
         // Zombies have an empty cmdline already; count only live processes here.
-        let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next()).unwrap_or("");
-        if state != "Z" && String::from_utf8_lossy(&cmdline).contains(marker) {
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or("");
+        let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or(b"");
+        // The watchdog carries the marker in its own argv (after --): it is not the function.
+        let is_watchdog = argv0.ends_with(b"fwatchdog") || argv0 == b"unshare";
+        if state != "Z" && !is_watchdog && String::from_utf8_lossy(&cmdline).contains(marker) {
             out.push(pid);
         }
     }
@@ -342,16 +384,25 @@ pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
 /// A unique marker string for finding a test's processes in /proc.
 pub fn marker(tag: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    format!("fwdmark-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "fwdmark-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Runs the binary to completion with `env` and `args`; returns (exit code, stderr).
 pub fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
     let mut c = Command::new(BIN);
-    c.env_remove("fprocess").env_remove("mode").env("metrics_port", "0");
+    c.env_remove("fprocess")
+        .env_remove("mode")
+        .env("metrics_port", "0");
     for (k, v) in env {
         c.env(k, v);
     }
     let out = c.args(args).stdin(Stdio::null()).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
