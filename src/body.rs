@@ -24,6 +24,11 @@ pub fn incoming(body: hyper::body::Incoming) -> ReqBody {
     body.map_err(std::io::Error::other).boxed_unsync()
 }
 
+/// An empty request body.
+pub fn empty_req() -> ReqBody {
+    Empty::new().map_err(|e| match e {}).boxed_unsync()
+}
+
 /// A complete body.
 pub fn full(data: impl Into<Bytes>) -> Body {
     Full::new(data.into())

@@ -76,16 +76,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         })?;
         tokio::spawn(metrics.clone().serve(listener));
     }
-    let function = Function::new(config.clone(), log)?;
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        mode = ?config.mode,
-        port = config.port,
-        fprocess = ?config.fprocess,
-        exec_timeout = ?config.exec_timeout,
-        "fwatchdog listening"
-    );
-    health.set_ready().map_err(|e| {
+    let function = Function::new(config.clone(), &health, log)?;
+    log_start(&config);
+    let lock_error = |e: std::io::Error| {
         config::ConfigError::new(
             "TMPDIR",
             format!(
@@ -93,7 +86,28 @@ pub async fn run(config: Config) -> Result<(), RunError> {
                 config.lock_path().display()
             ),
         )
-    })?;
+    };
+    let mut supervisor = match &function {
+        Function::Proxy(proxy) => {
+            // Ready (and the lock file) come later, once the upstream answers; find out now
+            // whether the lock file can be written at all.
+            if !config.suppress_lock {
+                let probe = config.tmpdir.join(".lock.probe");
+                std::fs::write(&probe, b"").map_err(lock_error)?;
+                let _ = std::fs::remove_file(&probe);
+            }
+            Some(proxy.start().map_err(|e| {
+                config::ConfigError::new(
+                    "fprocess",
+                    format!("cannot start {:?}: {e}", config.fprocess[0]),
+                )
+            })?)
+        }
+        _ => {
+            health.set_ready().map_err(lock_error)?;
+            None
+        }
+    };
 
     let app = Arc::new(App {
         config: config.clone(),
@@ -116,13 +130,35 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         config.write_timeout,
     ));
 
+    let function_exit = async {
+        match supervisor.as_mut() {
+            Some(s) => (&mut s.exited).await.unwrap_or_default(),
+            None => std::future::pending().await,
+        }
+    };
     let signal_name = tokio::select! {
         _ = sigterm.recv() => "SIGTERM",
         _ = sigint.recv() => "SIGINT",
+        how = function_exit => {
+            // The platform restarts the container; requests already in flight finish first.
+            health.start_draining();
+            let deadline = tokio::time::Instant::now() + config.write_timeout;
+            while health.inflight() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let _ = stop_tx.send(());
+            let _ = server.await;
+            return Err(RunError::Failed(format!("function process exited ({how})")));
+        }
     };
     let clean = drain(&health, &config, signal_name).await;
     let _ = stop_tx.send(());
     let _ = server.await;
+    if let Some(s) = supervisor {
+        // Only now, after the drain, does the function's group get SIGTERM (then SIGKILL).
+        let _ = s.stop.send(());
+        let _ = s.done.await;
+    }
     if clean {
         tracing::info!("drained, exiting");
         Ok(())
@@ -156,6 +192,39 @@ async fn drain(health: &Health, config: &Config, signal_name: &str) -> bool {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// The start event and a summary of the effective settings. Secrets appear by name only:
+/// their values are never read here.
+fn log_start(config: &Config) {
+    let secs = |d: Duration| humantime::format_duration(d).to_string();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        mode = format!("{:?}", config.mode).to_lowercase(),
+        port = config.port,
+        metrics_port = config.metrics_port.unwrap_or(0),
+        "fwatchdog listening"
+    );
+    tracing::info!(
+        fprocess = shell_words::join(&config.fprocess),
+        upstream_url = config.upstream.as_ref().map(|u| match u {
+            config::Upstream::Tcp { authority, prefix } => format!("http://{authority}{prefix}"),
+            config::Upstream::Unix(path) => format!("unix:{}", path.display()),
+        }),
+        static_path =
+            (config.mode == config::Mode::Static).then(|| config.static_path.display().to_string()),
+        read_timeout = secs(config.read_timeout),
+        write_timeout = secs(config.write_timeout),
+        exec_timeout = secs(config.exec_timeout.unwrap_or_default()),
+        healthcheck_interval = secs(config.healthcheck_interval),
+        max_inflight = config.max_inflight,
+        max_body_size = config.max_body_size,
+        log_format = format!("{:?}", config.log_format).to_lowercase(),
+        secrets = config.secrets.join(","),
+        api_key_secret = config.api_key_secret.as_deref(),
+        hmac_secret = config.hmac_secret.as_deref(),
+        "config"
+    );
 }
 
 /// Installs the tracing subscriber for the watchdog's own log lines (stderr).

@@ -104,6 +104,15 @@ async fn route(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<
             if app.health.saturated() {
                 return text(StatusCode::TOO_MANY_REQUESTS, "max_inflight reached\n");
             }
+            if let Function::Proxy(proxy) = &app.function {
+                // The upstream's own answer, as of-watchdog gives it.
+                let status = proxy.ready_status().await;
+                if status != StatusCode::OK {
+                    let mut resp = Response::new(body::empty());
+                    *resp.status_mut() = status;
+                    return resp;
+                }
+            }
             text(StatusCode::OK, "OK\n")
         }
         _ => call_function(app, req, peer).await,

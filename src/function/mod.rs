@@ -2,6 +2,7 @@
 
 pub mod file;
 pub mod fork;
+pub mod proxy;
 pub mod static_files;
 
 use std::sync::Arc;
@@ -45,18 +46,24 @@ pub enum Function {
     Fork(fork::Fork),
     /// `file`.
     File(file::FileMode),
+    /// `http`.
+    Proxy(proxy::Proxy),
     /// `static`.
     Static(static_files::StaticFiles),
 }
 
 impl Function {
     /// Builds the handler for `config.mode`.
-    pub fn new(config: Arc<Config>, log: LogOptions) -> Result<Function, ConfigError> {
+    pub fn new(
+        config: Arc<Config>,
+        health: &crate::health::Health,
+        log: LogOptions,
+    ) -> Result<Function, ConfigError> {
         Ok(match config.mode {
             Mode::Streaming | Mode::Serializing => Function::Fork(fork::Fork::new(config, log)),
             Mode::File => Function::File(file::FileMode::new(config, log)?),
             Mode::Static => Function::Static(static_files::StaticFiles::new(&config)?),
-            Mode::Http => Function::Fork(fork::Fork::new(config, log)),
+            Mode::Http => Function::Proxy(proxy::Proxy::new(config, health.clone(), log)),
         })
     }
 
@@ -65,6 +72,7 @@ impl Function {
         match self {
             Function::Fork(f) => f.handle(req, ctx).await,
             Function::File(f) => f.handle(req, ctx).await,
+            Function::Proxy(f) => f.handle(req, ctx).await,
             Function::Static(f) => f.handle(req).await,
         }
     }

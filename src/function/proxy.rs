@@ -1,0 +1,636 @@
+//! `http`: one long-lived function process behind a reverse proxy. The process is started
+//! once in its own process group and supervised; requests wait until it listens; bodies
+//! stream both ways with the framing the client chose; upgrades pass through.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::process::Command;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
+
+use crate::body::{Body, BoxError, ReqBody};
+use crate::config::{Config, Upstream};
+use crate::error::Error;
+use crate::function::Ctx;
+use crate::health::Health;
+use crate::process::{self, describe_exit, FunctionProcess, LogOptions};
+
+/// How often readiness is polled while the function starts (Knative probes every 50 ms).
+const READY_POLL: Duration = Duration::from_millis(5);
+
+/// The reverse proxy to the function process.
+pub struct Proxy {
+    config: Arc<Config>,
+    client: Client<UpstreamConnector, ReqBody>,
+    health: Health,
+    exited: Arc<AtomicBool>,
+    log: LogOptions,
+}
+
+/// The running function process, as seen by [`crate::run`].
+pub struct Supervisor {
+    /// Resolves with a description of the exit when the process ends on its own.
+    pub exited: oneshot::Receiver<String>,
+    /// Asks the supervisor to stop the process group (SIGTERM, grace, SIGKILL).
+    pub stop: oneshot::Sender<()>,
+    /// Finishes once the process is gone after a stop.
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// A proxy for `config.upstream`; nothing is started yet.
+    pub fn new(config: Arc<Config>, health: Health, log: LogOptions) -> Proxy {
+        let upstream = config
+            .upstream
+            .clone()
+            .expect("http mode has an upstream (checked in config)");
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(UpstreamConnector {
+                upstream: Arc::new(upstream),
+            });
+        Proxy {
+            config,
+            client,
+            health,
+            exited: Arc::new(AtomicBool::new(false)),
+            log,
+        }
+    }
+
+    /// Starts the function process, its log forwarding, its supervision and the readiness
+    /// poller that marks the watchdog ready once the upstream answers.
+    pub fn start(&self) -> io::Result<Supervisor> {
+        let argv = &self.config.fprocess;
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut proc = FunctionProcess::spawn(&mut cmd)?;
+        tracing::info!(pid = proc.pgid(), fprocess = ?argv, "started function process");
+        if let Some(out) = proc.child().stdout.take() {
+            tokio::spawn(process::forward_lines(out, "stdout", self.log));
+        }
+        if let Some(err) = proc.child().stderr.take() {
+            tokio::spawn(process::forward_lines(err, "stderr", self.log));
+        }
+        let (exit_tx, exit_rx) = oneshot::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let exited = self.exited.clone();
+        let done = tokio::spawn(async move {
+            tokio::select! {
+                status = proc.wait() => {
+                    exited.store(true, Ordering::Release);
+                    let how = match status {
+                        Ok(s) => describe_exit(&s),
+                        Err(e) => e.to_string(),
+                    };
+                    tracing::error!(exit = %how, "function process exited");
+                    let _ = exit_tx.send(how);
+                }
+                _ = stop_rx => {
+                    let status = proc.terminate_and_wait().await;
+                    exited.store(true, Ordering::Release);
+                    let how = status.map(|s| describe_exit(&s)).unwrap_or_default();
+                    tracing::info!(exit = %how, "function process stopped");
+                }
+            }
+        });
+        let poller = ReadyPoller {
+            client: self.client.clone(),
+            upstream: self.config.upstream.clone().expect("checked"),
+            ready_path: self.config.ready_path.clone(),
+            health: self.health.clone(),
+            exited: self.exited.clone(),
+        };
+        tokio::spawn(poller.run());
+        Ok(Supervisor {
+            exited: exit_rx,
+            stop: stop_tx,
+            done,
+        })
+    }
+
+    /// `/_/ready` with `ready_path`: the upstream's own answer.
+    pub async fn ready_status(&self) -> StatusCode {
+        let Some(path) = &self.config.ready_path else {
+            return StatusCode::OK;
+        };
+        match tokio::time::timeout(Duration::from_secs(2), probe(&self.client, path)).await {
+            Ok(Ok(status)) => status,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Proxies one request.
+    pub async fn handle(
+        &self,
+        mut req: Request<ReqBody>,
+        ctx: &Ctx,
+    ) -> Result<Response<Body>, Error> {
+        if self.exited.load(Ordering::Acquire) {
+            return Err(Error::Unavailable("function process has exited"));
+        }
+        if !self.health.is_ready() {
+            // Requests that arrive while the function starts wait for it, within exec_timeout.
+            let wait = self.health.wait_ready();
+            let ready = match ctx.deadline {
+                Some(d) => tokio::time::timeout_at(d, wait).await.is_ok(),
+                None => {
+                    wait.await;
+                    true
+                }
+            };
+            if !ready {
+                return Err(Error::Unavailable("function not ready within exec_timeout"));
+            }
+        }
+        let upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+        let req = self.upstream_request(req, ctx, upgrade.is_some()).await?;
+        let sent = self.client.request(req);
+        let resp = match ctx.deadline {
+            Some(d) => match tokio::time::timeout_at(d, sent).await {
+                Ok(r) => r,
+                Err(_) => return Err(Error::Timeout(ctx.timeout())),
+            },
+            None => sent.await,
+        };
+        let mut resp = resp.map_err(|e| {
+            if self.exited.load(Ordering::Acquire) {
+                Error::FunctionFailed("function process has exited".into())
+            } else {
+                Error::FunctionFailed(format!("upstream request failed: {}", error_chain(&e)))
+            }
+        })?;
+        let idle = ctx.exec_timeout;
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_side) = upgrade {
+                let upstream_side = hyper::upgrade::on(&mut resp);
+                tokio::spawn(splice_upgraded(client_side, upstream_side, idle));
+            }
+            let (mut parts, _) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers, true);
+            return Ok(Response::from_parts(parts, crate::body::empty()));
+        }
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers, false);
+        let body = match idle {
+            Some(idle) => IdleBody::new(body, idle).boxed_unsync(),
+            None => body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync(),
+        };
+        Ok(Response::from_parts(parts, body))
+    }
+
+    async fn upstream_request(
+        &self,
+        req: Request<ReqBody>,
+        ctx: &Ctx,
+        upgrade: bool,
+    ) -> Result<Request<ReqBody>, Error> {
+        let (mut parts, body) = req.into_parts();
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let uri = upstream_uri(self.config.upstream.as_ref().expect("checked"), pq)?;
+        // HTTP/2 clients carry the host in :authority; HTTP/1.1 upstreams need a Host header.
+        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        strip_hop_by_hop(&mut parts.headers, upgrade);
+        if let Some(host) = &host {
+            parts.headers.insert(header::HOST, host.clone());
+        }
+        add_forwarded(&mut parts.headers, ctx, host.as_ref());
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        let body = if self.config.buffer_http {
+            let bytes = crate::function::fork::read_body(
+                body,
+                self.config.buffered_body_limit(),
+                ctx.read_deadline,
+            )
+            .await?;
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            http_body_util::Full::new(bytes)
+                .map_err(|e| match e {})
+                .boxed_unsync()
+        } else {
+            body
+        };
+        Ok(Request::from_parts(parts, body))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+fn upstream_uri(upstream: &Upstream, pq: &str) -> Result<Uri, Error> {
+    let s = match upstream {
+        Upstream::Tcp { authority, prefix } => format!("http://{authority}{prefix}{pq}"),
+        Upstream::Unix(_) => format!("http://localhost{pq}"),
+    };
+    s.parse()
+        .map_err(|_| Error::BadRequest("request target cannot be forwarded".into()))
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers and those named in `Connection`. For an upgrade the
+/// `Connection: upgrade` / `Upgrade` pair is what the upgrade is made of, so it stays.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    let kept_upgrade = if upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    for n in named {
+        if !(upgrade && n == header::UPGRADE) {
+            headers.remove(&n);
+        }
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(*n);
+    }
+    if let Some(u) = kept_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, u);
+    }
+}
+
+/// True for an HTTP/1.1 `Upgrade` request other than h2c (which the watchdog itself would
+/// have to speak, and declines by serving the request as HTTP/1.1).
+fn wants_upgrade(req: &Request<ReqBody>) -> bool {
+    let has_token = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let proto = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok());
+    req.version() == Version::HTTP_11
+        && has_token
+        && proto.is_some_and(|p| !p.eq_ignore_ascii_case("h2c"))
+}
+
+fn add_forwarded(headers: &mut HeaderMap, ctx: &Ctx, host: Option<&HeaderValue>) {
+    if let Some(peer) = ctx.peer {
+        let ip = peer.ip().to_string();
+        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+            _ => ip,
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            headers.insert("x-forwarded-for", v);
+        }
+    }
+    // A platform proxy in front (Knative's queue-proxy) already knows the real scheme and
+    // host; keep what it says.
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    if let (false, Some(h)) = (headers.contains_key("x-forwarded-host"), host) {
+        headers.insert("x-forwarded-host", h.clone());
+    }
+}
+
+async fn probe(
+    client: &Client<UpstreamConnector, ReqBody>,
+    path: &str,
+) -> Result<StatusCode, BoxError> {
+    let req = Request::get(format!("http://localhost{path}"))
+        .header(header::USER_AGENT, "fwatchdog-ready")
+        .body(crate::body::empty_req())?;
+    let resp = client.request(req).await?;
+    Ok(resp.status())
+}
+
+struct ReadyPoller {
+    client: Client<UpstreamConnector, ReqBody>,
+    upstream: Upstream,
+    ready_path: Option<String>,
+    health: Health,
+    exited: Arc<AtomicBool>,
+}
+
+impl ReadyPoller {
+    async fn run(self) {
+        let started = Instant::now();
+        loop {
+            if self.exited.load(Ordering::Acquire) {
+                return;
+            }
+            let ok = match &self.ready_path {
+                Some(path) => matches!(
+                    tokio::time::timeout(Duration::from_secs(1), probe(&self.client, path)).await,
+                    Ok(Ok(s)) if s.is_success()
+                ),
+                None => connect(&self.upstream).await.is_ok(),
+            };
+            if ok {
+                match self.health.set_ready() {
+                    Ok(()) => tracing::info!(after = ?started.elapsed(), "function ready"),
+                    Err(e) => tracing::error!(error = %e, "cannot write lock file"),
+                }
+                return;
+            }
+            tokio::time::sleep(READY_POLL).await;
+        }
+    }
+}
+
+/// Connects to the upstream over TCP or a unix socket.
+#[derive(Clone)]
+pub struct UpstreamConnector {
+    upstream: Arc<Upstream>,
+}
+
+async fn connect(upstream: &Upstream) -> io::Result<UpstreamStream> {
+    match upstream {
+        Upstream::Tcp { authority, .. } => {
+            let s = TcpStream::connect(authority.as_str()).await?;
+            let _ = s.set_nodelay(true);
+            Ok(UpstreamStream::Tcp(s))
+        }
+        Upstream::Unix(path) => Ok(UpstreamStream::Unix(UnixStream::connect(path).await?)),
+    }
+}
+
+impl tower_service::Service<Uri> for UpstreamConnector {
+    type Response = TokioIo<UpstreamStream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        // The request URI only carries the path; where to connect is fixed by upstream_url.
+        let upstream = self.upstream.clone();
+        Box::pin(async move { connect(&upstream).await.map(TokioIo::new) })
+    }
+}
+
+/// A connection to the upstream.
+pub enum UpstreamStream {
+    /// `http://host:port`.
+    Tcp(TcpStream),
+    /// `unix:/path`.
+    Unix(UnixStream),
+}
+
+impl Connection for UpstreamStream {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamStream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A response body that fails when the upstream sends nothing for `idle`: streams run as
+/// long as data flows, and a stalled one is cut off.
+struct IdleBody {
+    inner: Incoming,
+    idle: Duration,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl IdleBody {
+    fn new(inner: Incoming, idle: Duration) -> IdleBody {
+        IdleBody {
+            inner,
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+}
+
+impl http_body::Body for IdleBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let next = Instant::now() + this.idle;
+                this.timer.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                if this.timer.as_mut().poll(cx).is_ready() {
+                    tracing::warn!(idle = ?this.idle, "upstream stream idle too long; response aborted");
+                    return Poll::Ready(Some(Err("upstream idle timeout".into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        http_body::Body::is_end_stream(&self.inner)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::Body::size_hint(&self.inner)
+    }
+}
+
+/// Copies both ways between an upgraded client connection and the upstream, closing both
+/// when either side ends or nothing moves for `idle`.
+async fn splice_upgraded(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    idle: Option<Duration>,
+) {
+    let (client, upstream) = match tokio::join!(client, upstream) {
+        (Ok(c), Ok(u)) => (c, u),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let moved = Arc::new(AtomicU64::new(0));
+    let mut client = Counted {
+        inner: TokioIo::new(client),
+        moved: moved.clone(),
+    };
+    let mut upstream = TokioIo::new(upstream);
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    let Some(idle) = idle else {
+        let _ = copy.await;
+        return;
+    };
+    let watch = async {
+        let mut last = 0;
+        loop {
+            tokio::time::sleep(idle).await;
+            let now = moved.load(Ordering::Relaxed);
+            if now == last {
+                return;
+            }
+            last = now;
+        }
+    };
+    tokio::select! {
+        _ = copy => {}
+        _ = watch => tracing::info!(idle = ?idle, "upgraded connection idle; closed"),
+    }
+}
+
+/// Counts bytes moved through a stream, so an idle watchdog can see progress.
+struct Counted<T> {
+    inner: T,
+    moved: Arc<AtomicU64>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.moved.fetch_add(n as u64, Ordering::Relaxed);
+        res
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &res {
+            self.moved.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        res
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,331 @@
+//! http mode: the watchdog in front of a real upstream process (tests/upstream.py).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const UPSTREAM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/upstream.py");
+
+fn start(extra_env: &[(&str, &str)], upstream_args: &[&str]) -> (Watchdog, u16) {
+    let up = free_port();
+    let url = format!("http://127.0.0.1:{up}");
+    let up_s = up.to_string();
+    let mut env: Vec<(&str, String)> = vec![("mode", "http".into()), ("upstream_url", url)];
+    env.extend(extra_env.iter().map(|(k, v)| (*k, v.to_string())));
+    let mut cmd = vec!["python3", UPSTREAM, up_s.as_str()];
+    cmd.extend_from_slice(upstream_args);
+    let wd = Watchdog::with(Opts {
+        env,
+        cmd,
+        ..Opts::default()
+    });
+    (wd, up)
+}
+
+fn json(r: &Resp) -> serde_json::Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.text()))
+}
+
+#[test]
+fn round_trip_method_path_query_headers() {
+    let (wd, _) = start(&[], &[]);
+    let r = wd
+        .request(
+            "PUT",
+            "/echo/a%20b?x=1&y=%2F",
+            &[
+                ("X-Custom", "v1"),
+                ("Connection", "close, X-Drop-Me"),
+                ("X-Drop-Me", "secret"),
+                ("Keep-Alive", "timeout=1"),
+            ],
+            b"payload",
+        )
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-upstream"), Some("yes"));
+    assert!(
+        r.header("keep-alive").is_none(),
+        "hop-by-hop response header stripped"
+    );
+    let j = json(&r);
+    assert_eq!(j["method"], "PUT");
+    assert_eq!(j["path"], "/echo/a%20b");
+    assert_eq!(j["query"], "x=1&y=%2F");
+    assert_eq!(j["body"], "payload");
+    let h = &j["headers"];
+    assert_eq!(h["x-custom"], "v1");
+    assert_eq!(h["host"], format!("127.0.0.1:{}", wd.port), "Host kept");
+    assert!(
+        h.get("x-drop-me").is_none(),
+        "header named in Connection removed: {h}"
+    );
+    assert!(h.get("keep-alive").is_none(), "hop-by-hop removed: {h}");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], format!("127.0.0.1:{}", wd.port));
+    assert!(r.header("x-duration-seconds").is_some());
+}
+
+#[test]
+fn content_length_framing_is_preserved() {
+    let (wd, _) = start(&[], &[]);
+    let r = wd.request("POST", "/echo", &[], b"12345").unwrap();
+    let j = json(&r);
+    assert_eq!(j["framing"], "content-length");
+    assert_eq!(j["headers"]["content-length"], "5");
+    assert!(j["headers"].get("transfer-encoding").is_none());
+
+    // A chunked request stays chunked.
+    let r = wd
+        .request(
+            "POST",
+            "/echo",
+            &[("Transfer-Encoding", "chunked")],
+            b"5\r\nhello\r\n0\r\n\r\n",
+        )
+        .unwrap();
+    let j = json(&r);
+    assert_eq!(j["framing"], "chunked");
+    assert_eq!(j["body"], "hello");
+
+    // buffer_http turns a chunked request into Content-Length.
+    let (wd, _) = start(&[("buffer_http", "true")], &[]);
+    let r = wd
+        .request(
+            "POST",
+            "/echo",
+            &[("Transfer-Encoding", "chunked")],
+            b"5\r\nhello\r\n0\r\n\r\n",
+        )
+        .unwrap();
+    let j = json(&r);
+    assert_eq!(j["framing"], "content-length");
+    assert_eq!(j["body"], "hello");
+}
+
+#[test]
+fn sse_events_arrive_as_they_are_written() {
+    let (wd, _) = start(&[], &[]);
+    let mut s = TcpStream::connect(("127.0.0.1", wd.port)).unwrap();
+    let t = Instant::now();
+    s.write_all(
+        b"GET /sse HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("data: one") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0);
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let first = t.elapsed();
+    assert!(
+        first < Duration::from_millis(500),
+        "first event after {first:?}"
+    );
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    seen.extend_from_slice(&rest);
+    let r = parse_response(&seen).unwrap();
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    assert_eq!(r.text(), "data: one\n\ndata: two\n\n");
+    assert!(t.elapsed() >= Duration::from_secs(2));
+}
+
+#[test]
+fn readiness_gates_health_and_holds_early_requests() {
+    let mut wd = {
+        let up = free_port();
+        Watchdog::with(Opts {
+            env: vec![
+                ("mode", "http".into()),
+                ("upstream_url", format!("http://127.0.0.1:{up}")),
+            ],
+            cmd: vec![
+                "python3",
+                UPSTREAM,
+                Box::leak(up.to_string().into_boxed_str()),
+                "--delay",
+                "2",
+            ],
+            wait_healthy: false,
+            ..Opts::default()
+        })
+    };
+    let t = Instant::now();
+    // Wait until the watchdog itself listens.
+    assert!(eventually(Duration::from_secs(5), || wd
+        .get("/_/health")
+        .is_ok()));
+    let h = wd.get("/_/health").unwrap().status;
+    assert_eq!(h, 503, "health before the upstream listens");
+    assert_eq!(wd.get("/_/ready").unwrap().status, 503);
+    assert!(
+        !wd.tmpdir.join(".lock").exists(),
+        "no lock file before ready"
+    );
+    // An early request waits for the upstream instead of failing.
+    let r = wd.post("/echo", b"early").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(t.elapsed() >= Duration::from_millis(1500));
+    assert_eq!(json(&r)["body"], "early");
+    wd.wait_healthy(Duration::from_secs(2));
+    assert!(wd.tmpdir.join(".lock").exists());
+}
+
+#[test]
+fn ready_path_reports_the_upstream() {
+    let (wd, _) = start(&[("ready_path", "/ready")], &[]);
+    assert_eq!(wd.get("/_/ready").unwrap().status, 200);
+    let (wd, _) = start(&[("ready_path", "/crash-not")], &[]);
+    // /crash-not is answered by /echo's handler with 200 too, so the gate opened.
+    assert_eq!(wd.get("/_/health").unwrap().status, 200);
+}
+
+#[test]
+fn slow_upstream_gives_504_and_keeps_running() {
+    let (wd, _) = start(&[("exec_timeout", "1")], &[]);
+    let t = Instant::now();
+    let r = wd.get("/slow").unwrap();
+    assert_eq!(r.status, 504);
+    assert_eq!(r.header("x-openfaas-internal"), Some("fwatchdog"));
+    assert!(t.elapsed() < Duration::from_secs(2));
+    // The upstream is still there.
+    assert_eq!(wd.post("/echo", b"x").unwrap().status, 200);
+}
+
+#[test]
+fn websocket_passes_through() {
+    let (wd, _) = start(&[], &[]);
+    let mut s = TcpStream::connect(("127.0.0.1", wd.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut b).unwrap(),
+            1,
+            "closed during handshake: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    // One masked text frame "hi".
+    let mask = [1u8, 2, 3, 4];
+    let payload: Vec<u8> = b"hi"
+        .iter()
+        .enumerate()
+        .map(|(i, c)| c ^ mask[i % 4])
+        .collect();
+    let mut frame = vec![0x81, 0x80 | 2];
+    frame.extend_from_slice(&mask);
+    frame.extend_from_slice(&payload);
+    s.write_all(&frame).unwrap();
+    let mut reply = [0u8; 10];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply[..2], &[0x81, 8]);
+    assert_eq!(&reply[2..], b"echo: hi");
+}
+
+#[test]
+fn h2c_clients_are_proxied() {
+    let (wd, _) = start(&[], &[]);
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--http2-prior-knowledge", "-d", "via h2"])
+        .arg(format!("http://127.0.0.1:{}/echo?q=2", wd.port))
+        .output()
+        .expect("curl");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["body"], "via h2");
+    assert_eq!(j["query"], "q=2");
+    assert_eq!(j["headers"]["host"], format!("127.0.0.1:{}", wd.port));
+}
+
+#[test]
+fn upstream_crash_makes_the_watchdog_exit_nonzero() {
+    let (mut wd, _) = start(&[], &[]);
+    let _ = wd.get("/crash");
+    let t = Instant::now();
+    let st = wd
+        .wait_exit(Duration::from_secs(5))
+        .expect("watchdog exits after the function died");
+    assert_ne!(st.code(), Some(0));
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(
+        wd.log().contains("exit status 3"),
+        "exit status logged:\n{}",
+        wd.log()
+    );
+}
+
+#[test]
+fn sigterm_reaches_the_upstream_after_the_drain() {
+    let dir = scratch_dir("sigterm");
+    let marker = dir.join("got-term");
+    let (mut wd, _) = start(&[], &["--sigterm-file", marker.to_str().unwrap()]);
+    let port = wd.port;
+    let slow = std::thread::spawn(move || request(port, "GET", "/slow", &[], b"").unwrap());
+    std::thread::sleep(Duration::from_millis(300));
+    wd.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !marker.exists(),
+        "the upstream must not get SIGTERM before the drain"
+    );
+    let r = slow.join().unwrap();
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "slow done"),
+        "in-flight request completed"
+    );
+    let st = wd.wait_exit(Duration::from_secs(8)).expect("exited");
+    assert_eq!(st.code(), Some(0), "{}", wd.log());
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "got SIGTERM");
+}
+
+#[test]
+fn unix_socket_upstream() {
+    let dir = scratch_dir("unix");
+    let sock = dir.join("fn.sock");
+    let where_ = format!("unix:{}", sock.display());
+    let wd = Watchdog::with(Opts {
+        env: vec![("mode", "http".into()), ("upstream_url", where_.clone())],
+        cmd: vec!["python3", UPSTREAM, &where_],
+        ..Opts::default()
+    });
+    let r = wd.post("/echo?via=unix", b"over a socket").unwrap();
+    let j = json(&r);
+    assert_eq!(j["body"], "over a socket");
+    assert_eq!(j["query"], "via=unix");
+}
+
+#[test]
+fn upstream_output_is_logged_with_a_prefix() {
+    let (wd, _) = start(&[], &[]);
+    wd.post("/echo", b"x").unwrap();
+    assert!(
+        eventually(Duration::from_secs(2), || wd
+            .log()
+            .contains("stdout: upstream listening on")),
+        "{}",
+        wd.log()
+    );
+    assert!(wd.log().contains("stderr: upstream: "), "{}", wd.log());
+}
