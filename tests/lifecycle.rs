@@ -6,9 +6,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// (environment, arguments, the name the error must mention)
+type ConfigCase<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
+
 #[test]
 fn bad_config_exits_2_naming_the_variable() {
-    let cases: &[(&[(&str, &str)], &[&str], &str)] = &[
+    let cases: &[ConfigCase] = &[
         (&[("mode", "afterburn"), ("fprocess", "cat")], &[], "mode"),
         (
             &[("fprocess", "cat"), ("exec_timeout", "soon")],

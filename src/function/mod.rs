@@ -47,7 +47,7 @@ pub enum Function {
     /// `file`.
     File(file::FileMode),
     /// `http`.
-    Proxy(proxy::Proxy),
+    Proxy(Box<proxy::Proxy>),
     /// `static`.
     Static(static_files::StaticFiles),
 }
@@ -63,7 +63,7 @@ impl Function {
             Mode::Streaming | Mode::Serializing => Function::Fork(fork::Fork::new(config, log)),
             Mode::File => Function::File(file::FileMode::new(config, log)?),
             Mode::Static => Function::Static(static_files::StaticFiles::new(&config)?),
-            Mode::Http => Function::Proxy(proxy::Proxy::new(config, health.clone(), log)),
+            Mode::Http => Function::Proxy(Box::new(proxy::Proxy::new(config, health.clone(), log))),
         })
     }
 

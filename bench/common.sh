@@ -1,0 +1,25 @@
+# Shared by the bench scripts: build the release binary and the helper tool, and small
+# helpers to read figures. Source it from bash.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+OUT=${BENCH_OUT:-$ROOT/target/bench}
+DURATION=${BENCH_SECONDS:-5}
+mkdir -p "$OUT"
+command -v wrk >/dev/null || { echo "installing wrk" >&2; apt-get install -y -qq wrk >/dev/null; }
+if [ -z "${BENCH_NO_BUILD:-}" ]; then
+  (cd "$ROOT" && cargo build --release --quiet --target x86_64-unknown-linux-musl)
+fi
+BIN=$ROOT/target/x86_64-unknown-linux-musl/release/fwatchdog
+[ "$OUT/tools" -nt "$ROOT/bench/tools.rs" ] || rustc -O --edition 2021 -o "$OUT/tools" "$ROOT/bench/tools.rs"
+TOOLS=$OUT/tools
+printf 'wrk.method = "POST"\nwrk.body = "hello"\n' > "$OUT/post.lua"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 500); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.01; done; echo "port $1 never opened" >&2; return 1; }
+# requests/s from wrk output
+rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
+# p50 latency in microseconds from wrk --latency output
+p50_us() { awk '/^ +50%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); print v} else if (v ~ /ms$/) {sub(/ms/,"",v); print v*1000} else {sub(/s/,"",v); print v*1000000}}' "$1"; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+pct() { python3 -c "print(f'{100*$1/$2:.0f}')"; }
