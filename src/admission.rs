@@ -18,6 +18,14 @@ pub fn context(
     received: Instant,
     peer: Option<std::net::SocketAddr>,
 ) -> Result<Ctx, Error> {
+    let header_bytes: usize = parts
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > crate::server::MAX_HEADER_BYTES {
+        return Err(Error::HeadersTooLarge(crate::server::MAX_HEADER_BYTES));
+    }
     let call_id = parts
         .headers
         .get("x-call-id")

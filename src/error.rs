@@ -1,8 +1,6 @@
 //! The watchdog's own failures and the one place they become HTTP responses.
 
-use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 
 use crate::body::Body;
 
@@ -24,6 +22,9 @@ pub enum Error {
     /// Body over `max_body_size` (or the in-memory bound).
     #[error("request body larger than {0} bytes")]
     BodyTooLarge(u64),
+    /// Request headers over the limit.
+    #[error("request headers larger than {0} bytes")]
+    HeadersTooLarge(usize),
     /// `max_inflight` reached.
     #[error("concurrent request limit exceeded. Max concurrent requests: {0}")]
     TooManyRequests(usize),
@@ -46,6 +47,7 @@ impl Error {
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::ReadTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::FunctionFailed(_) => StatusCode::BAD_GATEWAY,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -58,11 +60,7 @@ impl Error {
         let status = self.status();
         let mut line = self.to_string().replace(['\r', '\n'], " ");
         line.push('\n');
-        let mut resp = Response::new(
-            Full::new(Bytes::from(line))
-                .map_err(|e| match e {})
-                .boxed_unsync(),
-        );
+        let mut resp = Response::new(crate::body::full(line));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
         h.insert(

@@ -54,11 +54,13 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(app.config.read_timeout)
-        .max_buf_size(MAX_HEADER_BYTES + 8192);
+        // Hyper answers a bare 431 beyond its buffer; below that, admission applies the
+        // 64 KiB limit itself so the client gets the watchdog's one-line reason.
+        .max_buf_size(2 * MAX_HEADER_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEADER_BYTES as u32);
+        .max_header_list_size(2 * MAX_HEADER_BYTES as u32);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(stop);
     loop {

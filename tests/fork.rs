@@ -423,3 +423,42 @@ fn missing_command_is_a_502_not_a_crash() {
     assert!(r.text().contains("/nonexistent/fn"), "{}", r.text());
     assert_eq!(wd.get("/_/health").unwrap().status, 200);
 }
+
+#[test]
+fn oversized_headers_get_431() {
+    let wd = Watchdog::start(&[], &["cat"]);
+    let big = "a".repeat(70 * 1024);
+    let r = wd.request("GET", "/", &[("X-Big", &big)], b"").unwrap();
+    assert_eq!(r.status, 431);
+    assert_eq!(r.header("x-openfaas-internal"), Some("fwatchdog"));
+    assert!(r.text().contains("headers larger than"), "{}", r.text());
+    let huge = "a".repeat(200 * 1024);
+    let r = wd.request("GET", "/", &[("X-Huge", &huge)], b"").unwrap();
+    assert_eq!(r.status, 431);
+    assert_eq!(wd.get("/_/health").unwrap().status, 200);
+}
+
+#[test]
+fn a_client_that_stops_reading_is_cut_off_at_write_timeout() {
+    let mark = marker("reader");
+    // Endless output; the client never reads it.
+    let script = format!("yes {mark}");
+    let wd = Watchdog::start(
+        &[("write_timeout", "1s"), ("exec_timeout", "0")],
+        &["sh", "-c", &script],
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", wd.port)).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(eventually(Duration::from_secs(3), || !pids_with_marker(
+        &mark
+    )
+    .is_empty()));
+    // Socket buffers fill, the write stalls, and after write_timeout the watchdog gives up
+    // on the client and stops the function.
+    assert!(
+        eventually(Duration::from_secs(8), || pids_with_marker(&mark)
+            .is_empty()),
+        "function still running for a client that stopped reading"
+    );
+    drop(s);
+}

@@ -329,3 +329,30 @@ fn upstream_output_is_logged_with_a_prefix() {
     );
     assert!(wd.log().contains("stderr: upstream: "), "{}", wd.log());
 }
+
+#[test]
+fn large_uploads_stream_to_the_upstream_with_flat_memory() {
+    let (wd, _) = start(&[("exec_timeout", "60s"), ("read_timeout", "60s")], &[]);
+    let total: usize = 200 * 1024 * 1024;
+    let mut s = TcpStream::connect(("127.0.0.1", wd.port)).unwrap();
+    let head = format!(
+        "POST /count HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {total}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let chunk = vec![b'u'; 1 << 20];
+    for _ in 0..200 {
+        s.write_all(&chunk).unwrap();
+    }
+    let r = read_response(&mut s).unwrap();
+    assert_eq!((r.status, r.text()), (200, total.to_string()));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", wd.child.id())).unwrap();
+    let hwm_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    println!("peak RSS proxying a 200 MB upload: {hwm_kb} kB");
+    assert!(hwm_kb < 40 * 1024, "peak RSS {hwm_kb} kB");
+}

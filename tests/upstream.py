@@ -6,6 +6,7 @@ Usage: upstream.py (PORT | unix:/path.sock) [--delay SECONDS] [--sigterm-file PA
 /sse    two Server-Sent Events, 2 s apart
 /slow   answers after 3 s
 /ready  200
+/count  the size of the request body, read in pieces
 /ws     a minimal WebSocket echo of one text frame
 /crash  exits the process with status 3
 """
@@ -72,6 +73,16 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/slow":
             time.sleep(3)
             return self.send(200, b"slow done", "text/plain")
+        if path == "/count":
+            # Reads the body in pieces and reports its size, never holding it whole.
+            left, total = int(self.headers.get("Content-Length", "0")), 0
+            while left:
+                piece = self.rfile.read(min(left, 1 << 20))
+                if not piece:
+                    break
+                left -= len(piece)
+                total += len(piece)
+            return self.send(200, str(total).encode(), "text/plain")
         if path == "/ready":
             return self.send(200, b"ready", "text/plain")
         if path == "/crash":
