@@ -220,7 +220,7 @@ fn log_start(config: &Config) {
         max_inflight = config.max_inflight,
         max_body_size = config.max_body_size,
         log_format = format!("{:?}", config.log_format).to_lowercase(),
-        secrets = config.secrets.join(","),
+        secrets = (!config.secrets.is_empty()).then(|| config.secrets.join(",")),
         api_key_secret = config.api_key_secret.as_deref(),
         hmac_secret = config.hmac_secret.as_deref(),
         "config"

@@ -207,12 +207,17 @@ pub fn write_line(stream: &str, line: &[u8], opts: LogOptions) {
     let mut out = Vec::with_capacity(line.len() + 48);
     match opts.format {
         LogFormat::Json => {
-            let obj = serde_json::json!({
-                "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-                "stream": stream,
-                "msg": String::from_utf8_lossy(line),
-            });
-            out.extend_from_slice(obj.to_string().as_bytes());
+            // Same keys, order and time format as the watchdog's own JSON events
+            // (tracing-subscriber), so one log query covers both.
+            let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
+            let msg = serde_json::to_string(&String::from_utf8_lossy(line)).unwrap_or_default();
+            let stream = serde_json::to_string(stream).unwrap_or_default();
+            out.extend_from_slice(
+                format!(
+                    "{{\"timestamp\":\"{now}\",\"level\":\"INFO\",\"message\":{msg},\"stream\":{stream}}}"
+                )
+                .as_bytes(),
+            );
         }
         LogFormat::Text => {
             if opts.prefix {

@@ -1,28 +1,711 @@
-//! `static`: serves `static_path`. (Skeleton: completed in the static-mode issue.)
+//! `static`: serves the files under `static_path`, and nothing outside it.
+//!
+//! Containment does not rest on string checks alone: a path with a `..` segment (plain or
+//! percent-encoded), an encoded `/` or a NUL is refused outright, and every file actually
+//! opened is then checked by where its open descriptor really points
+//! (`/proc/self/fd/N`), so a symlink (or a component swapped for one meanwhile) that leads
+//! out of `static_path` gives 404 rather than its target.
+//!
+//! Each request costs one trip to the blocking pool: look-up, open, checks and, for a small
+//! file, the whole read happen there together. Larger files stream in chunks, so memory
+//! stays flat whatever their size.
 
-use std::path::PathBuf;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::{Request, Response};
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::body::{Body, ReqBody};
+use crate::body::{self, Body, BoxError, ReqBody};
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
 
+/// Files up to this size are read whole in the same blocking call that opens them; larger
+/// ones stream in pieces of this size.
+const CHUNK: usize = 64 * 1024;
+
+/// Content types by file extension (compared case-insensitively). Text types carry a
+/// charset so browsers do not guess one.
+const CONTENT_TYPES: &[(&str, &str)] = &[
+    ("html", "text/html; charset=utf-8"),
+    ("htm", "text/html; charset=utf-8"),
+    ("css", "text/css; charset=utf-8"),
+    ("js", "text/javascript; charset=utf-8"),
+    ("mjs", "text/javascript; charset=utf-8"),
+    ("json", "application/json"),
+    ("map", "application/json"),
+    ("txt", "text/plain; charset=utf-8"),
+    ("md", "text/markdown; charset=utf-8"),
+    ("csv", "text/csv; charset=utf-8"),
+    ("xml", "application/xml"),
+    ("png", "image/png"),
+    ("jpg", "image/jpeg"),
+    ("jpeg", "image/jpeg"),
+    ("gif", "image/gif"),
+    ("webp", "image/webp"),
+    ("avif", "image/avif"),
+    ("svg", "image/svg+xml"),
+    ("ico", "image/x-icon"),
+    ("wasm", "application/wasm"),
+    ("pdf", "application/pdf"),
+    ("woff", "font/woff"),
+    ("woff2", "font/woff2"),
+    ("ttf", "font/ttf"),
+    ("otf", "font/otf"),
+    ("mp4", "video/mp4"),
+    ("webm", "video/webm"),
+    ("mp3", "audio/mpeg"),
+    ("zip", "application/zip"),
+    ("gz", "application/gzip"),
+];
+
+/// The Content-Type for `path`'s extension; `application/octet-stream` when unknown.
+pub fn content_type(path: &Path) -> &'static str {
+    let Some(ext) = path.extension().and_then(|e| e.to_str()) else {
+        return "application/octet-stream";
+    };
+    CONTENT_TYPES
+        .iter()
+        .find(|(e, _)| e.eq_ignore_ascii_case(ext))
+        .map(|(_, t)| *t)
+        .unwrap_or("application/octet-stream")
+}
+
 /// The static file server.
 pub struct StaticFiles {
-    _root: PathBuf,
+    /// `static_path`, canonical, so that resolved file paths can be compared with it.
+    root: Arc<PathBuf>,
+}
+
+/// What a request path names once decoded.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    /// A path relative to the root (empty for the root itself), and the canonical URL path
+    /// for it (used for the trailing-slash redirect).
+    Path(PathBuf, String),
+    /// Not servable whatever the tree holds (`..`, encoded `/`, NUL...).
+    Refused,
+    /// A malformed percent escape.
+    Malformed,
+}
+
+/// Splits the URL path into segments and decodes each. `..` is refused rather than
+/// resolved, so no request can climb out of the root however it is spelled.
+fn target(path: &str) -> Target {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Target::Refused;
+    };
+    let mut rel = PathBuf::new();
+    let mut url = String::with_capacity(path.len());
+    for seg in rest.split('/') {
+        let Some(decoded) = percent_decode(seg) else {
+            return Target::Malformed;
+        };
+        match decoded.as_slice() {
+            b"" | b"." => continue,
+            b".." => return Target::Refused,
+            d if d.contains(&b'/') || d.contains(&0) => return Target::Refused,
+            d => {
+                rel.push(std::ffi::OsStr::from_bytes(d));
+                url.push('/');
+                url.push_str(seg);
+            }
+        }
+    }
+    Target::Path(rel, url)
+}
+
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = |c: u8| (c as char).to_digit(16);
+            let hi = hex(*b.get(i + 1)?)?;
+            let lo = hex(*b.get(i + 2)?)?;
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// A file opened and vetted in the blocking pool.
+struct Opened {
+    file: File,
+    len: u64,
+    mtime: SystemTime,
+    is_dir: bool,
+    is_file: bool,
+    /// The path as asked for (a symlink's own name decides its content type, as in nginx).
+    path: PathBuf,
+}
+
+enum Found {
+    File(Opened),
+    /// A folder asked for without its trailing slash.
+    AddSlash,
+    Missing,
+}
+
+/// Opens `path` and returns it only if what was opened lies under `root`. Non-blocking
+/// open, so a FIFO planted in the tree cannot park a blocking thread.
+fn open_inside(root: &Path, path: &Path) -> Option<Opened> {
+    let pre = std::fs::metadata(path).ok()?;
+    if !pre.is_file() && !pre.is_dir() {
+        return None;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(path)
+        .ok()?;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .or_else(|_| std::fs::canonicalize(path))
+        .ok()?;
+    if !real.starts_with(root) {
+        return None;
+    }
+    let meta = file.metadata().ok()?;
+    Some(Opened {
+        file,
+        len: meta.len(),
+        mtime: meta.modified().unwrap_or(UNIX_EPOCH),
+        is_dir: meta.is_dir(),
+        is_file: meta.is_file(),
+        path: path.to_path_buf(),
+    })
+}
+
+fn find(root: &Path, rel: &Path, trailing_slash: bool) -> Found {
+    let full = root.join(rel);
+    let Some(opened) = open_inside(root, &full) else {
+        return Found::Missing;
+    };
+    let opened = if opened.is_dir {
+        if !trailing_slash && !rel.as_os_str().is_empty() {
+            return Found::AddSlash;
+        }
+        match open_inside(root, &full.join("index.html")) {
+            Some(index) => index,
+            None => return Found::Missing,
+        }
+    } else {
+        opened
+    };
+    if !opened.is_file {
+        return Found::Missing;
+    }
+    Found::File(opened)
+}
+
+/// Which part of the file a request gets.
+#[derive(Debug, PartialEq, Eq)]
+enum Span {
+    /// All of it (no Range, an ignored one, or a multi-range request).
+    Full,
+    /// Bytes `start..=end`.
+    Part(u64, u64),
+    /// No byte of the file matches: 416.
+    Unsatisfiable,
+}
+
+/// Parses a `Range` header for a file of `len` bytes. A single `bytes=a-b`, `a-` or `-n` is
+/// honoured; a syntactically invalid range is ignored as RFC 9110 asks, and several ranges
+/// get the whole file (allowed, and spares a multipart body).
+fn parse_range(value: &str, len: u64) -> Span {
+    let value = value.trim();
+    let Some(spec) = value
+        .get(..6)
+        .filter(|u| u.eq_ignore_ascii_case("bytes="))
+        .map(|_| value[6..].trim())
+    else {
+        return Span::Full;
+    };
+    if spec.contains(',') {
+        return Span::Full;
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return Span::Full;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let num = |s: &str| {
+        if !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()) {
+            s.parse::<u64>().ok()
+        } else {
+            None
+        }
+    };
+    if a.is_empty() {
+        return match num(b) {
+            None => Span::Full,
+            Some(0) => Span::Unsatisfiable,
+            Some(_) if len == 0 => Span::Unsatisfiable,
+            Some(n) => Span::Part(len.saturating_sub(n), len - 1),
+        };
+    }
+    let Some(start) = num(a) else {
+        return Span::Full;
+    };
+    let end = if b.is_empty() {
+        None
+    } else {
+        match num(b) {
+            Some(e) if e >= start => Some(e),
+            _ => return Span::Full,
+        }
+    };
+    if start >= len {
+        return Span::Unsatisfiable;
+    }
+    Span::Part(start, end.map_or(len - 1, |e| e.min(len - 1)))
+}
+
+/// A strong validator from size and modification time, as nginx makes them: it changes
+/// whenever either does, and needs no read of the file.
+fn etag(len: u64, mtime: SystemTime) -> String {
+    let since = mtime.duration_since(UNIX_EPOCH).unwrap_or_default();
+    format!(
+        "\"{:x}-{:x}-{:x}\"",
+        since.as_secs(),
+        since.subsec_nanos(),
+        len
+    )
+}
+
+/// HTTP dates have whole seconds; comparisons drop the rest.
+fn whole_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Weak comparison of an `If-None-Match` list with our tag (RFC 9110 13.1.2).
+fn none_match(header: &str, tag: &str) -> bool {
+    let ours = tag.trim_start_matches("W/");
+    header
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.trim_start_matches("W/") == ours)
+}
+
+/// The request headers that decide between 200, 206, 304 and 416, taken out of the request
+/// once (most requests carry none, so this allocates nothing for them).
+#[derive(Debug, Default)]
+struct Conditions {
+    if_none_match: Option<String>,
+    if_modified_since: Option<SystemTime>,
+    if_range: Option<String>,
+    /// Only for GET: RFC 9110 has servers ignore Range on other methods.
+    range: Option<String>,
+}
+
+impl Conditions {
+    fn of(headers: &HeaderMap, method: &Method) -> Conditions {
+        let text = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .map(|v| v.trim().to_owned())
+        };
+        Conditions {
+            if_none_match: text(header::IF_NONE_MATCH),
+            if_modified_since: text(header::IF_MODIFIED_SINCE)
+                .and_then(|v| httpdate::parse_http_date(&v).ok()),
+            if_range: text(header::IF_RANGE),
+            range: (*method == Method::GET)
+                .then(|| text(header::RANGE))
+                .flatten(),
+        }
+    }
+
+    /// True when the client's copy is current (answer 304).
+    fn not_modified(&self, tag: &str, mtime: SystemTime) -> bool {
+        match (&self.if_none_match, self.if_modified_since) {
+            // If-None-Match wins over If-Modified-Since when both are present.
+            (Some(inm), _) => none_match(inm, tag),
+            (None, Some(since)) => whole_seconds(mtime) <= whole_seconds(since),
+            (None, None) => false,
+        }
+    }
+
+    /// The part of a `len`-byte file to send. `If-Range` lets the range apply only if the
+    /// client's validator still matches (strongly, for a tag; exactly, for a date);
+    /// otherwise the whole file is sent.
+    fn span(&self, tag: &str, mtime: SystemTime, len: u64) -> Span {
+        let Some(range) = &self.range else {
+            return Span::Full;
+        };
+        let applies = match self.if_range.as_deref() {
+            None => true,
+            Some(v) if v.starts_with('"') || v.starts_with("W/") => v == tag,
+            Some(v) => {
+                httpdate::parse_http_date(v).is_ok_and(|d| whole_seconds(d) == whole_seconds(mtime))
+            }
+        };
+        if applies {
+            parse_range(range, len)
+        } else {
+            Span::Full
+        }
+    }
+}
+
+fn plain(status: StatusCode, msg: &'static str) -> Response<Body> {
+    let mut resp = Response::new(body::full(msg));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn not_found() -> Response<Body> {
+    plain(StatusCode::NOT_FOUND, "not found\n")
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    // Only ever called with ASCII we formatted ourselves.
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// What the blocking part hands back: the vetted file, plus the bytes already read when
+/// the span was small enough to read at once.
+struct Prepared {
+    opened: Opened,
+    head: Option<Bytes>,
+}
+
+/// The outcome of the blocking part of a request.
+enum Outcome {
+    Serve(Prepared, Span),
+    AddSlash,
+    Missing,
 }
 
 impl StaticFiles {
-    /// A server for `config.static_path`.
+    /// A server for `config.static_path`, which must be an existing folder.
     pub fn new(config: &Config) -> Result<StaticFiles, ConfigError> {
+        let path = &config.static_path;
+        let root = std::fs::canonicalize(path)
+            .map_err(|e| ConfigError::new("static_path", format!("{}: {e}", path.display())))?;
+        if !root.is_dir() {
+            return Err(ConfigError::new(
+                "static_path",
+                format!("{} is not a folder", path.display()),
+            ));
+        }
         Ok(StaticFiles {
-            _root: config.static_path.clone(),
+            root: Arc::new(root),
         })
     }
 
-    /// Handles one request.
-    pub async fn handle(&self, _req: Request<ReqBody>) -> Result<Response<Body>, Error> {
-        Err(Error::Unavailable("static mode is not implemented yet"))
+    /// Handles one request: GET and HEAD only, conditional requests and single byte ranges.
+    pub async fn handle(&self, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
+        let method = req.method().clone();
+        if method != Method::GET && method != Method::HEAD {
+            let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "use GET or HEAD\n");
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return Ok(resp);
+        }
+        let uri_path = req.uri().path();
+        let (rel, url) = match target(uri_path) {
+            Target::Path(rel, url) => (rel, url),
+            Target::Refused => return Ok(not_found()),
+            Target::Malformed => {
+                return Err(Error::BadRequest("malformed percent escape in path".into()))
+            }
+        };
+        let trailing_slash = uri_path.ends_with('/');
+        let cond = Arc::new(Conditions::of(req.headers(), &method));
+        let root = self.root.clone();
+        let want_body = method == Method::GET;
+
+        let job_cond = cond.clone();
+        let job = tokio::task::spawn_blocking(move || -> io::Result<Outcome> {
+            let cond = job_cond;
+            let mut opened = match find(&root, &rel, trailing_slash) {
+                Found::File(o) => o,
+                Found::AddSlash => return Ok(Outcome::AddSlash),
+                Found::Missing => return Ok(Outcome::Missing),
+            };
+            let (len, mtime) = (opened.len, opened.mtime);
+            let tag = etag(len, mtime);
+            let span = cond.span(&tag, mtime, len);
+            let (start, count) = match span {
+                Span::Full => (0, len),
+                Span::Part(a, b) => (a, b - a + 1),
+                Span::Unsatisfiable => (0, 0),
+            };
+            let mut head = None;
+            let answer_is_body =
+                want_body && span != Span::Unsatisfiable && !cond.not_modified(&tag, mtime);
+            if answer_is_body && count <= CHUNK as u64 {
+                if start > 0 {
+                    opened.file.seek(SeekFrom::Start(start))?;
+                }
+                let mut buf = BytesMut::zeroed(count as usize);
+                opened.file.read_exact(&mut buf)?;
+                head = Some(buf.freeze());
+            } else if answer_is_body && start > 0 {
+                opened.file.seek(SeekFrom::Start(start))?;
+            }
+            Ok(Outcome::Serve(Prepared { opened, head }, span))
+        })
+        .await;
+
+        let (prepared, span) = match job {
+            Ok(Ok(Outcome::Serve(prepared, span))) => (prepared, span),
+            Ok(Ok(Outcome::Missing)) => return Ok(not_found()),
+            Ok(Ok(Outcome::AddSlash)) => {
+                let mut location = url;
+                location.push('/');
+                if let Some(q) = req.uri().query() {
+                    location.push('?');
+                    location.push_str(q);
+                }
+                let mut resp = plain(StatusCode::MOVED_PERMANENTLY, "moved\n");
+                resp.headers_mut()
+                    .insert(header::LOCATION, header_value(&location));
+                return Ok(resp);
+            }
+            Ok(Err(e)) => {
+                // The file went away or could not be read between the checks and the read.
+                tracing::debug!(error = %e, path = uri_path, "static file not served");
+                return Ok(not_found());
+            }
+            Err(_) => return Err(Error::Unavailable("static file read was cancelled")),
+        };
+        Ok(respond(&method, &cond, prepared, span))
+    }
+}
+
+fn respond(method: &Method, cond: &Conditions, prepared: Prepared, span: Span) -> Response<Body> {
+    let Prepared { opened, head } = prepared;
+    let (len, mtime) = (opened.len, opened.mtime);
+    let tag = etag(len, mtime);
+
+    let mut resp = Response::new(body::empty());
+    let h = resp.headers_mut();
+    h.insert(header::ETAG, header_value(&tag));
+    h.insert(
+        header::LAST_MODIFIED,
+        header_value(&httpdate::fmt_http_date(mtime)),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+
+    if cond.not_modified(&tag, mtime) {
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        return resp;
+    }
+    let (status, start, count) = match span {
+        Span::Full => (StatusCode::OK, 0, len),
+        Span::Part(a, b) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
+        Span::Unsatisfiable => {
+            let mut resp = plain(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_RANGE,
+                header_value(&format!("bytes */{len}")),
+            );
+            h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            return resp;
+        }
+    };
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(&opened.path)),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+    if status == StatusCode::PARTIAL_CONTENT {
+        h.insert(
+            header::CONTENT_RANGE,
+            header_value(&format!("bytes {}-{}/{len}", start, start + count - 1)),
+        );
+    }
+    if *method == Method::HEAD {
+        return resp;
+    }
+    *resp.body_mut() = match head {
+        Some(bytes) => body::full(bytes),
+        None => FileBody {
+            file: tokio::fs::File::from_std(opened.file),
+            remaining: count,
+            buf: BytesMut::new(),
+        }
+        .boxed_unsync(),
+    };
+    resp
+}
+
+/// `remaining` bytes of an open file, read a chunk at a time as the client takes them. A
+/// file that shrank meanwhile ends the body with an error, so the client sees an aborted
+/// response, never a silently short one.
+struct FileBody {
+    file: tokio::fs::File,
+    remaining: u64,
+    buf: BytesMut,
+}
+
+impl http_body::Body for FileBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let want = CHUNK.min(usize::try_from(this.remaining).unwrap_or(CHUNK));
+        if this.buf.len() != want {
+            this.buf.clear();
+            this.buf.resize(want, 0);
+        }
+        let mut rb = ReadBuf::new(&mut this.buf[..]);
+        let res = ready!(Pin::new(&mut this.file).poll_read(cx, &mut rb));
+        let n = rb.filled().len();
+        match res {
+            Err(e) => Poll::Ready(Some(Err(e.into()))),
+            Ok(()) if n == 0 => {
+                Poll::Ready(Some(Err("file shrank while it was being sent".into())))
+            }
+            Ok(()) => {
+                this.remaining -= n as u64;
+                Poll::Ready(Some(Ok(Frame::data(this.buf.split_to(n).freeze()))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            target("/a/b.txt"),
+            Target::Path(PathBuf::from("a/b.txt"), "/a/b.txt".into())
+        );
+        assert_eq!(target("/"), Target::Path(PathBuf::new(), String::new()));
+        assert_eq!(
+            target("//a/./b"),
+            Target::Path(PathBuf::from("a/b"), "/a/b".into())
+        );
+        assert_eq!(
+            target("/sp%20ace"),
+            Target::Path(PathBuf::from("sp ace"), "/sp%20ace".into())
+        );
+        for bad in [
+            "/../etc/passwd",
+            "/a/../../x",
+            "/%2e%2e/etc/passwd",
+            "/%2E%2E/x",
+            "/a%2f..%2f..%2fetc",
+            "/a%00b",
+            "*",
+            "etc/passwd",
+        ] {
+            assert_eq!(target(bad), Target::Refused, "{bad}");
+        }
+        assert_eq!(target("/%zz"), Target::Malformed);
+        assert_eq!(target("/%4"), Target::Malformed);
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Span::Part(0, 9));
+        assert_eq!(parse_range("bytes=90-", 100), Span::Part(90, 99));
+        assert_eq!(parse_range("bytes=-10", 100), Span::Part(90, 99));
+        assert_eq!(parse_range("bytes=-200", 100), Span::Part(0, 99));
+        assert_eq!(parse_range("bytes=50-500", 100), Span::Part(50, 99));
+        assert_eq!(parse_range("bytes=100-", 100), Span::Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), Span::Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-", 0), Span::Unsatisfiable);
+        assert_eq!(parse_range("bytes=9-3", 100), Span::Full);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Span::Full);
+        assert_eq!(parse_range("items=0-1", 100), Span::Full);
+        assert_eq!(parse_range("bytes=x-1", 100), Span::Full);
+        assert_eq!(parse_range("bytes=+1-2", 100), Span::Full);
+    }
+
+    #[test]
+    fn types() {
+        assert_eq!(
+            content_type(Path::new("a/INDEX.HTML")),
+            "text/html; charset=utf-8"
+        );
+        assert_eq!(content_type(Path::new("x.wasm")), "application/wasm");
+        assert_eq!(content_type(Path::new("x.js.map")), "application/json");
+        assert_eq!(content_type(Path::new("noext")), "application/octet-stream");
+    }
+
+    #[test]
+    fn validators() {
+        let t = "\"1-2-3\"";
+        let now = SystemTime::now();
+        let cond = |pairs: &[(header::HeaderName, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(k.clone(), header_value(v));
+            }
+            Conditions::of(&h, &Method::GET)
+        };
+        assert!(!cond(&[]).not_modified(t, now));
+        assert!(cond(&[(header::IF_NONE_MATCH, "\"x\", W/\"1-2-3\"")]).not_modified(t, now));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(5));
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(5));
+        assert!(cond(&[(header::IF_MODIFIED_SINCE, &later)]).not_modified(t, now));
+        assert!(!cond(&[(header::IF_MODIFIED_SINCE, &earlier)]).not_modified(t, now));
+        let r = |extra: &[(header::HeaderName, &str)]| {
+            let mut pairs = vec![(header::RANGE, "bytes=0-1")];
+            pairs.extend_from_slice(extra);
+            cond(&pairs).span(t, now, 10)
+        };
+        assert_eq!(r(&[]), Span::Part(0, 1));
+        assert_eq!(r(&[(header::IF_RANGE, t)]), Span::Part(0, 1));
+        assert_eq!(r(&[(header::IF_RANGE, "\"old\"")]), Span::Full);
+        assert_eq!(r(&[(header::IF_RANGE, &earlier)]), Span::Full);
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, header_value("bytes=0-1"));
+        assert_eq!(
+            Conditions::of(&h, &Method::HEAD).span(t, now, 10),
+            Span::Full
+        );
     }
 }
