@@ -2,6 +2,7 @@
 //! (`max_inflight` is taken in the server, authentication in `secrets`.)
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::request::Parts;
@@ -10,6 +11,7 @@ use tokio::time::Instant;
 use crate::config::{parse_duration, Config};
 use crate::error::Error;
 use crate::function::Ctx;
+use crate::metrics::Metrics;
 
 /// Settles the per-request context: call id and effective timeout.
 pub fn context(
@@ -17,6 +19,7 @@ pub fn context(
     config: &Config,
     received: Instant,
     peer: Option<std::net::SocketAddr>,
+    metrics: &Arc<Metrics>,
 ) -> Result<Ctx, Error> {
     let header_bytes: usize = parts
         .headers
@@ -58,6 +61,7 @@ pub fn context(
         deadline: exec_timeout.map(|d| received + d),
         read_deadline: received + config.read_timeout,
         peer,
+        metrics: metrics.clone(),
     })
 }
 

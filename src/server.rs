@@ -173,7 +173,7 @@ async fn call_function(app: &App, req: Request<Incoming>, peer: SocketAddr) -> R
     };
     let (parts, body) = req.into_parts();
     let result = async {
-        let ctx = admission::context(&parts, &app.config, received, Some(peer))?;
+        let ctx = admission::context(&parts, &app.config, received, Some(peer), &app.metrics)?;
         let body = app
             .auth
             .verify(&parts, body::incoming(body), ctx.read_deadline)

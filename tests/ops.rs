@@ -305,6 +305,27 @@ fn timeouts_are_counted() {
 }
 
 #[test]
+fn streaming_timeouts_after_output_are_counted() {
+    let mport = free_port();
+    let wd = Watchdog::start(
+        &[
+            ("exec_timeout", "500ms"),
+            ("metrics_port", &mport.to_string()),
+        ],
+        &["sh", "-c", "echo partial; sleep 5"],
+    );
+    let r = wd.get("/").unwrap();
+    assert!(r.truncated, "the stream is aborted");
+    assert!(
+        eventually(Duration::from_secs(3), || scrape(mport)
+            .get("fwatchdog_function_timeouts_total", &[])
+            == Some(1.0)),
+        "{}",
+        scrape(mport).text
+    );
+}
+
+#[test]
 fn metrics_port_zero_listens_nowhere() {
     let wd = Watchdog::start(&[("metrics_port", "0")], &["cat"]);
     assert_eq!(wd.post("/", b"x").unwrap().text(), "x");

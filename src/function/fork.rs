@@ -217,6 +217,7 @@ impl Fork {
             deadline,
             body_err,
             timeout: ctx.timeout(),
+            metrics: ctx.metrics.clone(),
         };
         let mut resp = Response::new(body.boxed_unsync());
         *resp.status_mut() = status;
@@ -469,6 +470,7 @@ struct StreamingBody {
     deadline: Option<Pin<Box<Sleep>>>,
     body_err: Option<oneshot::Receiver<Error>>,
     timeout: std::time::Duration,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl http_body::Body for StreamingBody {
@@ -490,6 +492,7 @@ impl http_body::Body for StreamingBody {
         if let Some(d) = &mut this.deadline {
             if d.as_mut().poll(cx).is_ready() {
                 this.reader.abort();
+                this.metrics.timeout();
                 tracing::warn!(timeout = ?this.timeout, "function timed out while streaming; response aborted");
                 return Poll::Ready(Some(Err(Error::Timeout(this.timeout).to_string().into())));
             }

@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::process::LogOptions;
 
 /// Per-request facts every mode needs, settled by admission before the function runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Ctx {
     /// The request's `X-Call-Id`, received or made.
     pub call_id: String,
@@ -31,6 +31,8 @@ pub struct Ctx {
     pub read_deadline: Instant,
     /// The client's address, for `X-Forwarded-For`.
     pub peer: Option<std::net::SocketAddr>,
+    /// Where timeouts found after the response started are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Ctx {
