@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::process::ExitCode;
 
-use fwatchdog::config::{self, Config, Layered, ProcessEnv, SETTINGS};
+use fwatchdog::config::{self, Config, Layered, Mode, ProcessEnv, SETTINGS};
 
 enum Cli {
     Help,
@@ -104,10 +104,20 @@ fn main() -> ExitCode {
         eprintln!("fwatchdog: cannot start as PID 1: {e}");
         return ExitCode::from(1);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // Settings given as flags reach the function's environment too, exactly as if they had
+    // been set there (RAW_BODY in particular is the function's business as well as ours).
+    // Still single-threaded here, so changing the environment is sound.
+    for (name, value) in &flags {
+        std::env::set_var(name, value);
+    }
+    // The proxy's own work per request is tiny next to the function behind it, and one
+    // thread saves the cross-thread wake-ups that dominate its latency. Fork modes keep a
+    // thread per core: spawning a process briefly blocks the thread that does it.
+    let mut builder = match config.mode {
+        Mode::Http | Mode::Static => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("fwatchdog: cannot start runtime: {e}");

@@ -101,6 +101,17 @@ fn flags_override_env() {
         ..Opts::default()
     });
     assert_eq!(wd.get("/").unwrap().text(), "from-flag\n");
+
+    // A setting given as a flag wins over the env and reaches the function's environment.
+    let wd = Watchdog::with(Opts {
+        env: vec![("RAW_BODY", "false".into()), ("exec_timeout", "10s".into())],
+        args: vec!["--raw-body", "true", "--exec-timeout=1s"],
+        cmd: vec!["sh", "-c", "echo \"$RAW_BODY $exec_timeout\"; sleep 3"],
+        ..Opts::default()
+    });
+    let r = wd.get("/").unwrap();
+    assert_eq!(r.text(), "true 1s\n");
+    assert!(r.truncated, "--exec-timeout=1s cut the 3 s function");
 }
 
 #[test]

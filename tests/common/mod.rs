@@ -53,6 +53,8 @@ pub struct Watchdog {
 pub struct Opts<'a> {
     /// Env vars (on top of PORT, TMPDIR, metrics_port=0).
     pub env: Vec<(&'a str, String)>,
+    /// Flags before `--`.
+    pub args: Vec<&'a str>,
     /// Command after `--` (empty: none).
     pub cmd: Vec<&'a str>,
     /// Wrap the binary in this launcher (e.g. `unshare --pid --fork --mount-proc`).
@@ -65,6 +67,7 @@ impl Default for Opts<'_> {
     fn default() -> Self {
         Opts {
             env: Vec::new(),
+            args: Vec::new(),
             cmd: Vec::new(),
             launcher: Vec::new(),
             wait_healthy: true,
@@ -101,6 +104,7 @@ impl Watchdog {
         for (k, v) in &opts.env {
             c.env(k, v);
         }
+        c.args(&opts.args);
         if !opts.cmd.is_empty() {
             c.arg("--").args(&opts.cmd);
         }
