@@ -645,6 +645,16 @@ mod tests {
     }
 
     #[test]
+    fn readme_documents_every_setting() {
+        let readme = include_str!("../README.md");
+        for s in SETTINGS {
+            for name in std::iter::once(s.name).chain(s.aliases.iter().copied()) {
+                assert!(readme.contains(&format!("`{name}`")), "README lacks setting {name}");
+            }
+        }
+    }
+
+    #[test]
     fn help_lists_every_setting() {
         let h = help_text();
         for s in SETTINGS {
