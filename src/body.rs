@@ -83,3 +83,70 @@ impl<G: Unpin> http_body::Body for Guarded<G> {
         self.inner.size_hint()
     }
 }
+
+/// `remaining` bytes of an open file, read `chunk` bytes at a time as the client takes them
+/// (memory stays flat for any size). A file that shrank meanwhile ends the body with an
+/// error, so the client sees an aborted response, never a silently short one.
+pub struct FileBody {
+    file: tokio::fs::File,
+    remaining: u64,
+    chunk: usize,
+    buf: bytes::BytesMut,
+}
+
+impl FileBody {
+    /// Streams the next `len` bytes of `file`.
+    pub fn boxed(file: std::fs::File, len: u64, chunk: usize) -> Body {
+        FileBody {
+            file: tokio::fs::File::from_std(file),
+            remaining: len,
+            chunk,
+            buf: bytes::BytesMut::new(),
+        }
+        .boxed_unsync()
+    }
+}
+
+impl http_body::Body for FileBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        use tokio::io::AsyncRead;
+        let this = &mut *self;
+        if this.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let want = this
+            .chunk
+            .min(usize::try_from(this.remaining).unwrap_or(this.chunk));
+        if this.buf.len() != want {
+            this.buf.clear();
+            this.buf.resize(want, 0);
+        }
+        let mut rb = tokio::io::ReadBuf::new(&mut this.buf[..]);
+        let res = std::task::ready!(Pin::new(&mut this.file).poll_read(cx, &mut rb));
+        let n = rb.filled().len();
+        match res {
+            Err(e) => Poll::Ready(Some(Err(e.into()))),
+            Ok(()) if n == 0 => {
+                Poll::Ready(Some(Err("file shrank while it was being sent".into())))
+            }
+            Ok(()) => {
+                this.remaining -= n as u64;
+                Poll::Ready(Some(Ok(Frame::data(this.buf.split_to(n).freeze()))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}

@@ -15,20 +15,16 @@ use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, BufReader, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
-use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response};
-use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use nix::fcntl::{Flock, FlockArg};
-use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::body::{Body, BoxError, ReqBody};
+use crate::body::{Body, FileBody, Guarded, ReqBody};
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
 use crate::function::fork::Fork;
@@ -123,13 +119,9 @@ impl FileMode {
         head.headers.remove(header::TRANSFER_ENCODING);
         head.headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        let body = FileBody {
-            file: tokio::fs::File::from_std(file),
-            remaining: len,
-            buf: BytesMut::new(),
-            scratch: Some(scratch),
-        };
-        Ok(Response::from_parts(head, body.boxed_unsync()))
+        // The request's folder goes once the last byte is out or the client goes away.
+        let body = Guarded::wrap(FileBody::boxed(file, len, READ_CHUNK), scratch);
+        Ok(Response::from_parts(head, body))
     }
 
     /// Streams the body into `dir/input.<ext>` within the read deadline and size limit, and
@@ -603,63 +595,6 @@ fn open_output(path: &Path) -> Result<Option<(File, u64)>, Error> {
         return Ok(None);
     }
     Ok(Some((file, meta.len())))
-}
-
-/// The response body read from `OUTPUT_FILE`, `remaining` bytes long (its length when the
-/// command exited). It owns the request's folder, which goes once the last byte is out or
-/// the client goes away. A file that shrank meanwhile ends the body with an error, so the
-/// client sees a short, aborted response rather than a silently wrong one.
-struct FileBody {
-    file: tokio::fs::File,
-    remaining: u64,
-    buf: BytesMut,
-    scratch: Option<ScratchDir>,
-}
-
-impl http_body::Body for FileBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        if this.remaining == 0 {
-            this.scratch = None;
-            return Poll::Ready(None);
-        }
-        let want = READ_CHUNK.min(usize::try_from(this.remaining).unwrap_or(READ_CHUNK));
-        if this.buf.len() != want {
-            this.buf.clear();
-            this.buf.resize(want, 0);
-        }
-        let mut rb = ReadBuf::new(&mut this.buf[..]);
-        let res = ready!(Pin::new(&mut this.file).poll_read(cx, &mut rb));
-        let n = rb.filled().len();
-        match res {
-            Err(e) => Poll::Ready(Some(Err(e.into()))),
-            Ok(()) if n == 0 => Poll::Ready(Some(Err(
-                "OUTPUT_FILE shrank while it was being sent".into(),
-            ))),
-            Ok(()) => {
-                this.remaining -= n as u64;
-                let data = this.buf.split_to(n).freeze();
-                if this.remaining == 0 {
-                    this.scratch = None;
-                }
-                Poll::Ready(Some(Ok(Frame::data(data))))
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.remaining == 0
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
-    }
 }
 
 #[cfg(test)]

@@ -16,18 +16,13 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body::{Frame, SizeHint};
-use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::body::{self, Body, BoxError, ReqBody};
+use crate::body::{self, Body, ReqBody};
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
 
@@ -551,64 +546,9 @@ fn respond(method: &Method, cond: &Conditions, prepared: Prepared, span: Span) -
     }
     *resp.body_mut() = match head {
         Some(bytes) => body::full(bytes),
-        None => FileBody {
-            file: tokio::fs::File::from_std(opened.file),
-            remaining: count,
-            buf: BytesMut::new(),
-        }
-        .boxed_unsync(),
+        None => body::FileBody::boxed(opened.file, count, CHUNK),
     };
     resp
-}
-
-/// `remaining` bytes of an open file, read a chunk at a time as the client takes them. A
-/// file that shrank meanwhile ends the body with an error, so the client sees an aborted
-/// response, never a silently short one.
-struct FileBody {
-    file: tokio::fs::File,
-    remaining: u64,
-    buf: BytesMut,
-}
-
-impl http_body::Body for FileBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        if this.remaining == 0 {
-            return Poll::Ready(None);
-        }
-        let want = CHUNK.min(usize::try_from(this.remaining).unwrap_or(CHUNK));
-        if this.buf.len() != want {
-            this.buf.clear();
-            this.buf.resize(want, 0);
-        }
-        let mut rb = ReadBuf::new(&mut this.buf[..]);
-        let res = ready!(Pin::new(&mut this.file).poll_read(cx, &mut rb));
-        let n = rb.filled().len();
-        match res {
-            Err(e) => Poll::Ready(Some(Err(e.into()))),
-            Ok(()) if n == 0 => {
-                Poll::Ready(Some(Err("file shrank while it was being sent".into())))
-            }
-            Ok(()) => {
-                this.remaining -= n as u64;
-                Poll::Ready(Some(Ok(Frame::data(this.buf.split_to(n).freeze()))))
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.remaining == 0
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
-    }
 }
 
 #[cfg(test)]
