@@ -462,3 +462,14 @@ fn a_client_that_stops_reading_is_cut_off_at_write_timeout() {
     );
     drop(s);
 }
+
+#[test]
+fn max_body_size_gives_413_in_both_modes() {
+    for mode in ["streaming", "serializing"] {
+        let wd = Watchdog::start(&[("mode", mode), ("max_body_size", "10")], &["cat"]);
+        let r = wd.post("/", b"0123456789abcdef").unwrap();
+        assert_eq!(r.status, 413, "{mode}");
+        assert_eq!(r.header("x-openfaas-internal"), Some("fwatchdog"));
+        assert_eq!(wd.post("/", b"0123456789").unwrap().text(), "0123456789", "{mode}");
+    }
+}

@@ -141,9 +141,28 @@ impl Fork {
         } = self.start(&parts, ctx, &[], &[], true)?;
         let (err_tx, err_rx) = oneshot::channel();
         let mut body_err = Some(err_rx);
-        if let Some(stdin) = stdin {
+        if let Some(mut stdin) = stdin {
             let limit = self.config.max_body_size;
-            tokio::spawn(feed_stdin(body, stdin, ctx.read_deadline, limit, err_tx));
+            let mut body = body;
+            let (prefix, complete) = take_ready(&mut body);
+            let size: usize = prefix.iter().map(Bytes::len).sum();
+            if limit > 0 && size as u64 > limit {
+                drop(stdin);
+                return Err(Error::BodyTooLarge(limit));
+            }
+            if complete && size <= SMALL_BODY {
+                // A small body that has fully arrived fits in the pipe: write it now and
+                // close stdin, so the function sees EOF without waiting for a feeder task.
+                for data in &prefix {
+                    if stdin.write_all(data).await.is_err() {
+                        break;
+                    }
+                }
+                drop(stdin);
+            } else {
+                let feed = feed_stdin(prefix, body, stdin, ctx.read_deadline, limit, err_tx);
+                tokio::spawn(feed);
+            }
         }
         let mut deadline = ctx.deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
         let mut reader = OutputReader {
@@ -211,6 +230,18 @@ impl Fork {
             }
         };
         set_content_type(&mut headers, &self.config.content_type);
+        // Output already waiting goes out with the headers, without waiting for more. If the
+        // function has already finished, the whole response fits in one write with a
+        // Content-Length instead of a chunked stream.
+        if reader.drain_ready(&mut head) {
+            if let Some(p) = reader.proc.take() {
+                p.finish();
+            }
+            let mut resp = Response::new(body::full(head.freeze()));
+            *resp.status_mut() = status;
+            *resp.headers_mut() = headers;
+            return Ok(resp);
+        }
         let body = StreamingBody {
             reader,
             pending: Some(head.freeze()).filter(|b| !b.is_empty()),
@@ -374,6 +405,7 @@ pub async fn read_body(body: ReqBody, limit: u64, deadline: Instant) -> Result<B
 
 /// Copies the request body to the function's stdin as it arrives, then closes stdin.
 async fn feed_stdin(
+    prefix: Vec<Bytes>,
     mut body: ReqBody,
     mut stdin: ChildStdin,
     deadline: Instant,
@@ -381,6 +413,12 @@ async fn feed_stdin(
     err_tx: oneshot::Sender<Error>,
 ) {
     let mut total: u64 = 0;
+    for data in &prefix {
+        total += data.len() as u64;
+        if stdin.write_all(data).await.is_err() {
+            return;
+        }
+    }
     loop {
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) => {
@@ -407,6 +445,39 @@ async fn feed_stdin(
             return;
         }
     }
+}
+
+/// A body at most this big that has fully arrived is written to stdin directly; a pipe
+/// holds 64 KiB, so the write cannot block.
+const SMALL_BODY: usize = 32 * 1024;
+
+/// Takes the body frames that have already arrived, without waiting (up to about
+/// [`SMALL_BODY`]); true when that was the whole body. A failed frame ends the prefix and
+/// is reported again by the feeder's next read.
+fn take_ready(body: &mut ReqBody) -> (Vec<Bytes>, bool) {
+    use http_body::Body as _;
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut prefix = Vec::new();
+    let mut size = 0;
+    if body.is_end_stream() {
+        return (prefix, true);
+    }
+    while size <= SMALL_BODY {
+        match Pin::new(&mut *body).poll_frame(&mut cx) {
+            Poll::Ready(None) => return (prefix, true),
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    size += data.len();
+                    prefix.push(data);
+                }
+                if body.is_end_stream() {
+                    return (prefix, true);
+                }
+            }
+            Poll::Ready(Some(Err(_))) | Poll::Pending => break,
+        }
+    }
+    (prefix, false)
 }
 
 /// Ready with the request-body failure, if the body feeder reported one; pending forever
@@ -448,6 +519,20 @@ impl OutputReader {
         // SAFETY: poll_read initialised the first n bytes of the spare capacity.
         unsafe { self.buf.set_len(self.buf.len() + n) };
         Poll::Ready(Ok(Some(self.buf.split().freeze())))
+    }
+
+    /// Appends output that is already readable to `head` (up to a bound) without waiting;
+    /// true when the output has ended.
+    fn drain_ready(&mut self, head: &mut BytesMut) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        while head.len() < 256 * 1024 {
+            match self.poll_chunk(&mut cx) {
+                Poll::Ready(Ok(Some(data))) => head.extend_from_slice(&data),
+                Poll::Ready(Ok(None)) => return true,
+                Poll::Ready(Err(_)) | Poll::Pending => return false,
+            }
+        }
+        false
     }
 
     async fn next_chunk(&mut self) -> std::io::Result<Option<Bytes>> {
