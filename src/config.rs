@@ -649,7 +649,10 @@ mod tests {
         let readme = include_str!("../README.md");
         for s in SETTINGS {
             for name in std::iter::once(s.name).chain(s.aliases.iter().copied()) {
-                assert!(readme.contains(&format!("`{name}`")), "README lacks setting {name}");
+                assert!(
+                    readme.contains(&format!("`{name}`")),
+                    "README lacks setting {name}"
+                );
             }
         }
     }

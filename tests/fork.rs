@@ -470,6 +470,10 @@ fn max_body_size_gives_413_in_both_modes() {
         let r = wd.post("/", b"0123456789abcdef").unwrap();
         assert_eq!(r.status, 413, "{mode}");
         assert_eq!(r.header("x-openfaas-internal"), Some("fwatchdog"));
-        assert_eq!(wd.post("/", b"0123456789").unwrap().text(), "0123456789", "{mode}");
+        assert_eq!(
+            wd.post("/", b"0123456789").unwrap().text(),
+            "0123456789",
+            "{mode}"
+        );
     }
 }
