@@ -120,7 +120,8 @@ impl FunctionProcess {
     /// The leader is reaped in the background if it has not been already.
     pub fn finish(mut self) {
         if let Some(mut child) = self.child.take() {
-            if !self.reaped {
+            // Usually the function has already exited: reap it here rather than in a task.
+            if !self.reaped && !matches!(child.try_wait(), Ok(Some(_))) {
                 if let Ok(handle) = tokio::runtime::Handle::try_current() {
                     handle.spawn(async move {
                         let _ = child.wait().await;
