@@ -477,3 +477,32 @@ fn max_body_size_gives_413_in_both_modes() {
         );
     }
 }
+
+#[test]
+fn cgi_headers_of_a_failed_run_are_parsed_too() {
+    let cases = [
+        (
+            "printf 'Status: 404 Not Found\\nX-Why: gone\\n\\nnope'; exit 1",
+            404,
+            "nope",
+        ),
+        (
+            "printf 'Content-Type: text/plain\\n\\ncrashed'; exit 2",
+            500,
+            "crashed",
+        ),
+        (
+            "echo not a header block; exit 3",
+            500,
+            "not a header block\n",
+        ),
+    ];
+    for (script, want, body) in cases {
+        let wd = Watchdog::start(
+            &[("mode", "serializing"), ("cgi_response", "true")],
+            &["sh", "-c", script],
+        );
+        let r = wd.get("/").unwrap();
+        assert_eq!((r.status, r.text().as_str()), (want, body), "{script}");
+    }
+}

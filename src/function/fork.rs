@@ -318,18 +318,20 @@ impl Fork {
     ) -> Result<Response<Body>, Error> {
         let mut out = Bytes::from(out);
         let (mut code, mut headers) = (StatusCode::OK, HeaderMap::new());
-        if self.config.cgi_response && status.success() {
+        if self.config.cgi_response {
             match cgi::parse_response_headers(&out) {
                 cgi::Parsed::Done {
-                    status,
+                    status: cgi_status,
                     headers: h,
                     body_start,
                 } => {
-                    code = status;
+                    code = cgi_status;
                     headers = h;
                     out = out.slice(body_start..);
                 }
                 cgi::Parsed::Incomplete if out.is_empty() => {}
+                // A failed run's output is passed on as it is, headers or not.
+                _ if !status.success() => {}
                 cgi::Parsed::Incomplete => {
                     return Err(Error::FunctionFailed(
                         "output ended inside the CGI header block".into(),
@@ -363,11 +365,16 @@ fn exit_response(
     mut headers: HeaderMap,
     code: StatusCode,
 ) -> Response<Body> {
+    // A failed run is a 500, unless the function itself said which error it was (CGI Status).
     let code = if status.success() {
         code
     } else {
         tracing::warn!(exit = %describe_exit(&status), "function failed");
-        StatusCode::INTERNAL_SERVER_ERROR
+        if code.is_client_error() || code.is_server_error() {
+            code
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
     };
     let out = if !status.success() && out.is_empty() {
         headers.insert(
