@@ -169,6 +169,7 @@ impl Fork {
             output,
             proc: Some(proc),
             buf: BytesMut::new(),
+            next_reserve: READ_MIN,
         };
         // Headers go out with the first output, so a function that times out before
         // printing anything still gets a clean 504.
@@ -509,19 +510,31 @@ struct OutputReader {
     output: Output,
     proc: Option<FunctionProcess>,
     buf: BytesMut,
+    /// How much to reserve for the next read: small for the usual short answer (a large
+    /// buffer per request makes musl's allocator map and unmap memory every time), doubled
+    /// while reads keep filling it, for bulk output.
+    next_reserve: usize,
 }
+
+/// First read buffer per request, and the most a buffer grows to.
+const READ_MIN: usize = 8 * 1024;
+const READ_MAX: usize = 64 * 1024;
 
 impl OutputReader {
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<Option<Bytes>>> {
-        if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(64 * 1024);
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(self.next_reserve);
         }
         let dst = self.buf.spare_capacity_mut();
+        let room = dst.len();
         let mut rb = ReadBuf::uninit(dst);
         ready!(Pin::new(&mut self.output).poll_read(cx, &mut rb))?;
         let n = rb.filled().len();
         if n == 0 {
             return Poll::Ready(Ok(None));
+        }
+        if n == room {
+            self.next_reserve = (self.next_reserve * 2).min(READ_MAX);
         }
         // SAFETY: poll_read initialised the first n bytes of the spare capacity.
         unsafe { self.buf.set_len(self.buf.len() + n) };
