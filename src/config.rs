@@ -145,7 +145,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "healthcheck_interval", aliases: &[], default: "write_timeout", help: "drain window after SIGTERM" },
     Setting { name: "max_inflight", aliases: &[], default: "0", help: "concurrent requests, 429 beyond (0 = no limit)" },
     Setting { name: "max_body_size", aliases: &[], default: "0", help: "request body limit in bytes, 413 beyond (0 = none when streamed, 64 MiB when held in memory)" },
-    Setting { name: "upstream_url", aliases: &["http_upstream_url"], default: "-", help: "http mode: http://127.0.0.1:PORT or unix:/path.sock" },
+    Setting { name: "upstream_url", aliases: &["http_upstream_url"], default: "-", help: "http mode: http://127.0.0.1:PORT, h2c://127.0.0.1:PORT or unix:/path.sock" },
     Setting { name: "ready_path", aliases: &[], default: "-", help: "http mode: upstream readiness path" },
     Setting { name: "buffer_http", aliases: &["http_buffer_req_body"], default: "false", help: "http mode: buffer bodies and send Content-Length" },
     Setting { name: "content_type", aliases: &[], default: "application/octet-stream", help: "fork modes: response Content-Type" },
@@ -189,6 +189,8 @@ pub struct Config {
     pub max_body_size: u64,
     /// http mode: where the function listens.
     pub upstream: Option<Upstream>,
+    /// http mode: speak HTTP/2 with prior knowledge to the upstream (`h2c://`).
+    pub upstream_h2c: bool,
     /// http mode: readiness path on the upstream.
     pub ready_path: Option<String>,
     /// http mode: buffer request bodies.
@@ -306,7 +308,13 @@ fn parse_upstream(var: &str, v: &str) -> Result<Upstream, ConfigError> {
     }
     let rest = v
         .strip_prefix("http://")
-        .ok_or_else(|| ConfigError::new(var, format!("{v:?} must start with http:// or unix:")))?;
+        .or_else(|| v.strip_prefix("h2c://"))
+        .ok_or_else(|| {
+            ConfigError::new(
+                var,
+                format!("{v:?} must start with http://, h2c:// or unix:"),
+            )
+        })?;
     let (authority, prefix) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
         None => (rest, ""),
@@ -460,6 +468,9 @@ impl Config {
             healthcheck_interval,
             max_inflight: r.number("max_inflight", 0)?,
             max_body_size: r.number("max_body_size", 0)?,
+            upstream_h2c: r
+                .string("upstream_url")
+                .is_some_and(|u| u.trim().starts_with("h2c://")),
             upstream,
             ready_path,
             buffer_http: r.bool("buffer_http", false)?,

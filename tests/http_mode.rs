@@ -356,3 +356,56 @@ fn large_uploads_stream_to_the_upstream_with_flat_memory() {
     println!("peak RSS proxying a 200 MB upload: {hwm_kb} kB");
     assert!(hwm_kb < 40 * 1024, "peak RSS {hwm_kb} kB");
 }
+
+#[test]
+fn h2c_upstream_when_configured() {
+    // The upstream is fwatchdog itself in static mode, which serves HTTP/2 with prior knowledge.
+    let dir = scratch_dir("h2c-up");
+    std::fs::write(dir.join("hello.txt"), "over h2c\n").unwrap();
+    let up = free_port().to_string();
+    let wd = Watchdog::with(Opts {
+        env: vec![
+            ("mode", "http".into()),
+            ("upstream_url", format!("h2c://127.0.0.1:{up}")),
+        ],
+        cmd: vec![
+            BIN,
+            "--mode",
+            "static",
+            "--static-path",
+            dir.to_str().unwrap(),
+            "--port",
+            &up,
+            "--metrics-port",
+            "0",
+        ],
+        ..Opts::default()
+    });
+    let r = wd.get("/hello.txt").unwrap();
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "over h2c\n"),
+        "{}",
+        wd.log()
+    );
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+
+    // The same setting against an HTTP/1.1-only upstream fails: the proxy really speaks h2.
+    let (wd, up) = start(&[], &[]);
+    drop(wd);
+    let wd = Watchdog::with(Opts {
+        env: vec![
+            ("mode", "http".into()),
+            ("upstream_url", format!("h2c://127.0.0.1:{up}")),
+            ("exec_timeout", "3s".into()),
+        ],
+        cmd: vec![
+            "python3",
+            UPSTREAM,
+            Box::leak(up.to_string().into_boxed_str()),
+        ],
+        ..Opts::default()
+    });
+    let r = wd.get("/echo").unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+}

@@ -64,6 +64,7 @@ impl Proxy {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
+            .http2_only(config.upstream_h2c)
             .build(UpstreamConnector {
                 upstream: Arc::new(upstream),
             });
@@ -164,7 +165,9 @@ impl Proxy {
                 return Err(Error::Unavailable("function not ready within exec_timeout"));
             }
         }
-        let upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+        // An HTTP/2 upstream connection cannot carry an HTTP/1.1 upgrade.
+        let upgrade = (wants_upgrade(&req) && !self.config.upstream_h2c)
+            .then(|| hyper::upgrade::on(&mut req));
         let req = self.upstream_request(req, ctx, upgrade.is_some()).await?;
         let sent = self.client.request(req);
         let resp = match ctx.deadline {
@@ -226,7 +229,29 @@ impl Proxy {
         }
         add_forwarded(&mut parts.headers, ctx, host.as_ref());
         parts.uri = uri;
-        parts.version = Version::HTTP_11;
+        if self.config.upstream_h2c {
+            // HTTP/2 carries the host as :authority (from the URI); a Host header beside it
+            // would be a second, conflicting source.
+            parts.version = Version::HTTP_2;
+            if let Some(host) = &host {
+                if let Ok(uri) = format!(
+                    "http://{}{}",
+                    host.to_str().unwrap_or_default(),
+                    parts
+                        .uri
+                        .path_and_query()
+                        .map(|p| p.as_str())
+                        .unwrap_or("/")
+                )
+                .parse()
+                {
+                    parts.uri = uri;
+                }
+            }
+            parts.headers.remove(header::HOST);
+        } else {
+            parts.version = Version::HTTP_11;
+        }
         let body = if self.config.buffer_http {
             let bytes = crate::function::fork::read_body(
                 body,
