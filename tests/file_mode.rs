@@ -566,12 +566,7 @@ fn upload_of_500_mb_keeps_the_watchdog_rss_flat() {
     let r = read_response(&mut s).unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text().trim(), TOTAL.to_string());
-    let status = std::fs::read_to_string(format!("/proc/{}/status", wd.child.id())).unwrap();
-    let hwm_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
+    let hwm_kb = wd.peak_rss_kb();
     eprintln!("watchdog VmHWM after a 500 MB upload: {hwm_kb} kB");
     assert!(hwm_kb < 40 * 1024, "VmHWM {hwm_kb} kB");
     assert!(no_request_dirs(&wd));

@@ -313,14 +313,7 @@ fn streaming_200_mb_keeps_memory_flat() {
         got > total,
         "received {got} bytes (headers + chunked body of {total})"
     );
-    let status = std::fs::read_to_string(format!("/proc/{}/status", wd.child.id())).unwrap();
-    let hwm_kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let hwm_kb = wd.peak_rss_kb();
     println!("peak RSS streaming 200 MB: {hwm_kb} kB");
     assert!(hwm_kb < 40 * 1024, "peak RSS {hwm_kb} kB");
 }

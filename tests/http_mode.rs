@@ -345,14 +345,7 @@ fn large_uploads_stream_to_the_upstream_with_flat_memory() {
     }
     let r = read_response(&mut s).unwrap();
     assert_eq!((r.status, r.text()), (200, total.to_string()));
-    let status = std::fs::read_to_string(format!("/proc/{}/status", wd.child.id())).unwrap();
-    let hwm_kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let hwm_kb = wd.peak_rss_kb();
     println!("peak RSS proxying a 200 MB upload: {hwm_kb} kB");
     assert!(hwm_kb < 40 * 1024, "peak RSS {hwm_kb} kB");
 }

@@ -191,6 +191,16 @@ impl Watchdog {
         request(self.port, method, path, headers, body)
     }
 
+    /// The watchdog's peak resident memory so far (VmHWM), in kB.
+    pub fn peak_rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+
     /// Sends SIGTERM (or another signal) to the watchdog process.
     pub fn signal(&self, sig: &str) {
         Command::new("kill")
