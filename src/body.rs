@@ -29,6 +29,17 @@ pub fn empty_req() -> ReqBody {
     Empty::new().map_err(|e| match e {}).boxed_unsync()
 }
 
+/// A plain-text response with a fixed message (probes, 404s, 405s).
+pub fn text_response(status: http::StatusCode, msg: &'static str) -> http::Response<Body> {
+    let mut resp = http::Response::new(full(msg));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
 /// A complete body.
 pub fn full(data: impl Into<Bytes>) -> Body {
     Full::new(data.into())

@@ -282,13 +282,13 @@ impl Metrics {
 
     fn respond(&self, req: &Request<Incoming>) -> Response<Body> {
         if req.uri().path() != "/metrics" {
-            return plain(
+            return body::text_response(
                 StatusCode::NOT_FOUND,
                 "not found: metrics are at /metrics\n",
             );
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+            let mut resp = body::text_response(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return resp;
@@ -300,16 +300,6 @@ impl Metrics {
         );
         resp
     }
-}
-
-fn plain(status: StatusCode, msg: &'static str) -> Response<Body> {
-    let mut resp = Response::new(body::full(msg));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
 }
 
 /// Turns the OpenMetrics text prometheus-client writes into the classic text format as

@@ -101,10 +101,13 @@ async fn route(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<
                 return resp;
             }
             if health_status(app) != StatusCode::OK {
-                return text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n");
+                return body::text_response(StatusCode::SERVICE_UNAVAILABLE, "not ready\n");
             }
             if app.health.saturated() {
-                return text(StatusCode::TOO_MANY_REQUESTS, "max_inflight reached\n");
+                return body::text_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "max_inflight reached\n",
+                );
             }
             if let Function::Proxy(proxy) = &app.function {
                 // The upstream's own answer, as of-watchdog gives it.
@@ -115,7 +118,7 @@ async fn route(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<
                     return resp;
                 }
             }
-            text(StatusCode::OK, "OK\n")
+            body::text_response(StatusCode::OK, "OK\n")
         }
         _ => call_function(app, req, peer).await,
     }
@@ -133,8 +136,8 @@ fn probe(req: &Request<Incoming>, status: impl Fn() -> StatusCode) -> Response<B
         return resp;
     }
     match status() {
-        StatusCode::OK => text(StatusCode::OK, "OK\n"),
-        s => text(s, "not ready\n"),
+        StatusCode::OK => body::text_response(StatusCode::OK, "OK\n"),
+        s => body::text_response(s, "not ready\n"),
     }
 }
 
@@ -142,20 +145,10 @@ fn method_not_allowed(req: &Request<Incoming>) -> Option<Response<Body>> {
     if req.method() == Method::GET || req.method() == Method::HEAD {
         return None;
     }
-    let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+    let mut resp = body::text_response(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     resp.headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
     Some(resp)
-}
-
-fn text(status: StatusCode, msg: &'static str) -> Response<Body> {
-    let mut resp = Response::new(body::full(msg));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
 }
 
 /// Admission (in-flight slot, call id, X-Timeout), then the mode's handler; the slot is held

@@ -361,18 +361,8 @@ impl Conditions {
     }
 }
 
-fn plain(status: StatusCode, msg: &'static str) -> Response<Body> {
-    let mut resp = Response::new(body::full(msg));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
-}
-
 fn not_found() -> Response<Body> {
-    plain(StatusCode::NOT_FOUND, "not found\n")
+    body::text_response(StatusCode::NOT_FOUND, "not found\n")
 }
 
 fn header_value(s: &str) -> HeaderValue {
@@ -415,7 +405,7 @@ impl StaticFiles {
     pub async fn handle(&self, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
         let method = req.method().clone();
         if method != Method::GET && method != Method::HEAD {
-            let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "use GET or HEAD\n");
+            let mut resp = body::text_response(StatusCode::METHOD_NOT_ALLOWED, "use GET or HEAD\n");
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return Ok(resp);
@@ -476,7 +466,7 @@ impl StaticFiles {
                     location.push('?');
                     location.push_str(q);
                 }
-                let mut resp = plain(StatusCode::MOVED_PERMANENTLY, "moved\n");
+                let mut resp = body::text_response(StatusCode::MOVED_PERMANENTLY, "moved\n");
                 resp.headers_mut()
                     .insert(header::LOCATION, header_value(&location));
                 return Ok(resp);
@@ -514,7 +504,8 @@ fn respond(method: &Method, cond: &Conditions, prepared: Prepared, span: Span) -
         Span::Full => (StatusCode::OK, 0, len),
         Span::Part(a, b) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
         Span::Unsatisfiable => {
-            let mut resp = plain(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
+            let mut resp =
+                body::text_response(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
             let h = resp.headers_mut();
             h.insert(
                 header::CONTENT_RANGE,
