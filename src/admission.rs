@@ -13,10 +13,23 @@ use crate::error::Error;
 use crate::function::Ctx;
 use crate::metrics::Metrics;
 
-/// Settles the per-request context: call id and effective timeout.
+/// The request's `X-Call-Id`, or a fresh one. Settled first, so that even a request refused
+/// by admission gets its own id echoed.
+pub fn call_id(parts: &Parts) -> String {
+    parts
+        .headers
+        .get("x-call-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(new_call_id)
+}
+
+/// Settles the rest of the per-request context: header size and effective timeout.
 pub fn context(
     parts: &Parts,
     config: &Config,
+    call_id: &str,
     received: Instant,
     peer: Option<std::net::SocketAddr>,
     metrics: &Arc<Metrics>,
@@ -29,13 +42,6 @@ pub fn context(
     if header_bytes > crate::server::MAX_HEADER_BYTES {
         return Err(Error::HeadersTooLarge(crate::server::MAX_HEADER_BYTES));
     }
-    let call_id = parts
-        .headers
-        .get("x-call-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .map(str::to_string)
-        .unwrap_or_else(new_call_id);
     let exec_timeout = match parts.headers.get("x-timeout") {
         None => config.exec_timeout,
         Some(v) => {
@@ -55,7 +61,7 @@ pub fn context(
         }
     };
     Ok(Ctx {
-        call_id,
+        call_id: call_id.to_string(),
         received,
         exec_timeout,
         deadline: exec_timeout.map(|d| received + d),

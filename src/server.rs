@@ -165,21 +165,24 @@ async fn call_function(app: &App, req: Request<Incoming>, peer: SocketAddr) -> R
         return resp;
     };
     let (parts, body) = req.into_parts();
+    let call_id = admission::call_id(&parts);
     let result = async {
-        let ctx = admission::context(&parts, &app.config, received, Some(peer), &app.metrics)?;
+        let ctx = admission::context(
+            &parts,
+            &app.config,
+            &call_id,
+            received,
+            Some(peer),
+            &app.metrics,
+        )?;
         let body = app
             .auth
             .verify(&parts, body::incoming(body), ctx.read_deadline)
             .await?;
         let req = Request::from_parts(parts, body);
-        let resp = app.function.handle(req, &ctx).await;
-        Ok::<_, Error>((resp, ctx.call_id))
+        app.function.handle(req, &ctx).await
     }
     .await;
-    let (result, call_id) = match result {
-        Ok((r, id)) => (r, id),
-        Err(e) => (Err(e), admission::new_call_id()),
-    };
     let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {

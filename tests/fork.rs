@@ -499,3 +499,18 @@ fn cgi_headers_of_a_failed_run_are_parsed_too() {
         assert_eq!((r.status, r.text().as_str()), (want, body), "{script}");
     }
 }
+
+#[test]
+fn refused_requests_echo_their_call_id() {
+    let wd = Watchdog::start(&[], &["cat"]);
+    let r = wd
+        .request(
+            "GET",
+            "/",
+            &[("X-Call-Id", "mine-1"), ("X-Timeout", "soon")],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(r.header("x-call-id"), Some("mine-1"));
+}
