@@ -402,3 +402,22 @@ fn h2c_upstream_when_configured() {
     let r = wd.get("/echo").unwrap();
     assert_eq!(r.status, 502, "{}", r.text());
 }
+
+#[test]
+fn upstream_url_path_prefix_is_prepended() {
+    let up = free_port();
+    let up_s = up.to_string();
+    let wd = Watchdog::with(Opts {
+        env: vec![
+            ("mode", "http".into()),
+            ("upstream_url", format!("http://127.0.0.1:{up}/api/")),
+        ],
+        cmd: vec!["python3", UPSTREAM, &up_s],
+        ..Opts::default()
+    });
+    let j = json(&wd.get("/items?id=7").unwrap());
+    assert_eq!(
+        (j["path"].as_str(), j["query"].as_str()),
+        (Some("/api/items"), Some("id=7"))
+    );
+}

@@ -210,12 +210,6 @@ impl Proxy {
         upgrade: bool,
     ) -> Result<Request<ReqBody>, Error> {
         let (mut parts, body) = req.into_parts();
-        let pq = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let uri = upstream_uri(self.config.upstream.as_ref().expect("checked"), pq)?;
         // HTTP/2 clients carry the host in :authority; HTTP/1.1 upstreams need a Host header.
         let host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
@@ -223,34 +217,31 @@ impl Proxy {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
+        // To an HTTP/2 upstream the host travels as :authority, taken from the URI; a Host
+        // header beside it would be a second, conflicting source.
+        let h2 = self.config.upstream_h2c;
+        let authority = if h2 {
+            host.as_ref().and_then(|h| h.to_str().ok())
+        } else {
+            None
+        };
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let upstream = self.config.upstream.as_ref().expect("checked");
+        parts.uri = upstream_uri(upstream, authority, pq)?;
         strip_hop_by_hop(&mut parts.headers, upgrade);
-        if let Some(host) = &host {
-            parts.headers.insert(header::HOST, host.clone());
-        }
         add_forwarded(&mut parts.headers, ctx, host.as_ref());
-        parts.uri = uri;
-        if self.config.upstream_h2c {
-            // HTTP/2 carries the host as :authority (from the URI); a Host header beside it
-            // would be a second, conflicting source.
+        if h2 {
             parts.version = Version::HTTP_2;
-            if let Some(host) = &host {
-                if let Ok(uri) = format!(
-                    "http://{}{}",
-                    host.to_str().unwrap_or_default(),
-                    parts
-                        .uri
-                        .path_and_query()
-                        .map(|p| p.as_str())
-                        .unwrap_or("/")
-                )
-                .parse()
-                {
-                    parts.uri = uri;
-                }
-            }
             parts.headers.remove(header::HOST);
         } else {
             parts.version = Version::HTTP_11;
+            if let Some(host) = host {
+                parts.headers.insert(header::HOST, host);
+            }
         }
         let body = if self.config.buffer_http {
             let bytes = crate::function::fork::read_body(
@@ -284,10 +275,17 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn upstream_uri(upstream: &Upstream, pq: &str) -> Result<Uri, Error> {
+/// The URI sent upstream: the upstream's address (or, for HTTP/2, the client's host as
+/// :authority), its path prefix, and the client's path and query as received.
+fn upstream_uri(upstream: &Upstream, authority: Option<&str>, pq: &str) -> Result<Uri, Error> {
     let s = match upstream {
-        Upstream::Tcp { authority, prefix } => format!("http://{authority}{prefix}{pq}"),
-        Upstream::Unix(_) => format!("http://localhost{pq}"),
+        Upstream::Tcp {
+            authority: a,
+            prefix,
+        } => {
+            format!("http://{}{prefix}{pq}", authority.unwrap_or(a))
+        }
+        Upstream::Unix(_) => format!("http://{}{pq}", authority.unwrap_or("localhost")),
     };
     s.parse()
         .map_err(|_| Error::BadRequest("request target cannot be forwarded".into()))
