@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::process::ExitCode;
 
-use fwatchdog::config::{self, Config, Layered, Mode, ProcessEnv, SETTINGS};
+use fwatchdog::config::{self, Config, Layered, LogFormat, Lookup, Mode, ProcessEnv, SETTINGS};
 
 enum Cli {
     Help,
@@ -95,10 +95,12 @@ fn main() -> ExitCode {
     let config = match Config::from_lookup(&lookup, command) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("fwatchdog: {e}");
+            let json = lookup.get("log_format").is_some_and(|f| f.trim() == "json");
+            fail(json, &e.to_string(), Some(&e.var));
             return ExitCode::from(2);
         }
     };
+    let json_logs = config.log_format == LogFormat::Json;
     fwatchdog::init_logging(config.log_format);
     if let Err(e) = fwatchdog::reaper::become_init_if_pid1() {
         eprintln!("fwatchdog: cannot start as PID 1: {e}");
@@ -127,8 +129,31 @@ fn main() -> ExitCode {
     match runtime.block_on(fwatchdog::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("fwatchdog: {e}");
+            let var = match &e {
+                fwatchdog::RunError::Config(c) => Some(c.var.as_str()),
+                fwatchdog::RunError::Failed(_) => None,
+            };
+            fail(json_logs, &e.to_string(), var);
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// The one line a failed start (or run) leaves on stderr: plain text, or with
+/// `log_format=json` a JSON object like every other line, so a log pipeline parsing JSON
+/// keeps working. Either way it names the variable at fault.
+fn fail(json: bool, msg: &str, var: Option<&str>) {
+    if !json {
+        eprintln!("fwatchdog: {msg}");
+        return;
+    }
+    let mut line = serde_json::json!({
+        "timestamp": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+        "level": "ERROR",
+        "message": format!("fwatchdog: {msg}"),
+    });
+    if let Some(var) = var {
+        line["variable"] = serde_json::Value::from(var);
+    }
+    eprintln!("{line}");
 }

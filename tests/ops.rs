@@ -505,3 +505,37 @@ fn abandoned_requests_are_counted_as_499() {
         scrape(mport).text
     );
 }
+
+#[test]
+fn startup_errors_are_json_with_json_logs() {
+    let (code, err) = run_to_exit(
+        &[
+            ("fprocess", "cat"),
+            ("log_format", "json"),
+            ("exec_timeout", "soon"),
+        ],
+        &[],
+    );
+    assert_eq!(code, 2);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).expect("a JSON line");
+    assert_eq!(v["variable"], "exec_timeout");
+    assert_eq!(v["level"], "ERROR");
+    assert!(v["message"].as_str().unwrap().contains("exec_timeout"));
+
+    // A failure found later (the port is taken) is JSON too, after the start events.
+    let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = l.local_addr().unwrap().port().to_string();
+    let (code, err) = run_to_exit(
+        &[("fprocess", "cat"), ("log_format", "json"), ("PORT", &port)],
+        &[],
+    );
+    assert_eq!(code, 2);
+    let last: serde_json::Value = serde_json::from_str(err.lines().last().unwrap()).expect("JSON");
+    assert_eq!(last["variable"], "PORT", "{err}");
+    for line in err.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+}
