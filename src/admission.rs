@@ -31,7 +31,7 @@ pub fn context(
     config: &Config,
     call_id: &str,
     received: Instant,
-    peer: Option<std::net::SocketAddr>,
+    peer_ip: Option<http::HeaderValue>,
     metrics: &Arc<Metrics>,
 ) -> Result<Ctx, Error> {
     let header_bytes: usize = parts
@@ -66,7 +66,7 @@ pub fn context(
         exec_timeout,
         deadline: exec_timeout.map(|d| received + d),
         read_deadline: received + config.read_timeout,
-        peer,
+        peer_ip,
         metrics: metrics.clone(),
     })
 }

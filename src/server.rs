@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -79,9 +78,12 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(StallTimeout::new(stream, app.config.write_timeout));
         let app = app.clone();
+        // Every request on this connection comes from the same peer.
+        let peer_ip = HeaderValue::from_str(&peer.ip().to_string()).ok();
         let svc = hyper::service::service_fn(move |req| {
             let app = app.clone();
-            async move { Ok::<_, Infallible>(route(&app, req, peer).await) }
+            let peer_ip = peer_ip.clone();
+            async move { Ok::<_, Infallible>(route(&app, req, peer_ip).await) }
         });
         let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
         let conn = graceful.watch(conn);
@@ -93,7 +95,7 @@ pub async fn serve(
     let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
 }
 
-async fn route(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn route(app: &App, req: Request<Incoming>, peer_ip: Option<HeaderValue>) -> Response<Body> {
     match req.uri().path() {
         "/_/health" => probe(&req, || health_status(app)),
         "/_/ready" => {
@@ -120,7 +122,7 @@ async fn route(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<
             }
             body::text_response(StatusCode::OK, "OK\n")
         }
-        _ => call_function(app, req, peer).await,
+        _ => call_function(app, req, peer_ip).await,
     }
 }
 
@@ -153,7 +155,11 @@ fn method_not_allowed(req: &Request<Incoming>) -> Option<Response<Body>> {
 
 /// Admission (in-flight slot, call id, X-Timeout), then the mode's handler; the slot is held
 /// until the response body has been sent.
-async fn call_function(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn call_function(
+    app: &App,
+    req: Request<Incoming>,
+    peer_ip: Option<HeaderValue>,
+) -> Response<Body> {
     let received = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -172,7 +178,7 @@ async fn call_function(app: &App, req: Request<Incoming>, peer: SocketAddr) -> R
             &app.config,
             &call_id,
             received,
-            Some(peer),
+            peer_ip,
             &app.metrics,
         )?;
         let body = app

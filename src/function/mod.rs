@@ -29,8 +29,9 @@ pub struct Ctx {
     pub deadline: Option<Instant>,
     /// `received + read_timeout`: the body must have arrived by then.
     pub read_deadline: Instant,
-    /// The client's address, for `X-Forwarded-For`.
-    pub peer: Option<std::net::SocketAddr>,
+    /// The client's IP address as a header value, for `X-Forwarded-For` (made once per
+    /// connection).
+    pub peer_ip: Option<http::HeaderValue>,
     /// Where timeouts found after the response started are counted.
     pub metrics: Arc<crate::metrics::Metrics>,
 }

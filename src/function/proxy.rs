@@ -307,6 +307,26 @@ const HOP_BY_HOP: &[&str] = &[
 /// Removes hop-by-hop headers and those named in `Connection`. For an upgrade the
 /// `Connection: upgrade` / `Upgrade` pair is what the upgrade is made of, so it stays.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // One pass over the names present first: usually there is nothing to remove, and nine
+    // hashed removals per message in each direction were a measurable part of the proxy's
+    // own cost.
+    let present = headers.keys().any(|n| {
+        matches!(
+            n.as_str(),
+            "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "proxy-authenticate"
+                | "proxy-authorization"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "upgrade"
+        )
+    });
+    if !present {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -352,24 +372,29 @@ fn wants_upgrade(req: &Request<ReqBody>) -> bool {
         && proto.is_some_and(|p| !p.eq_ignore_ascii_case("h2c"))
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 fn add_forwarded(headers: &mut HeaderMap, ctx: &Ctx, host: Option<&HeaderValue>) {
-    if let Some(peer) = ctx.peer {
-        let ip = peer.ip().to_string();
-        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-            _ => ip,
+    if let Some(ip) = &ctx.peer_ip {
+        let appended = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.is_empty() => {
+                HeaderValue::from_str(&format!("{prev}, {}", ip.to_str().unwrap_or_default())).ok()
+            }
+            _ => Some(ip.clone()),
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            headers.insert("x-forwarded-for", v);
+        if let Some(v) = appended {
+            headers.insert(X_FORWARDED_FOR, v);
         }
     }
     // A platform proxy in front (Knative's queue-proxy) already knows the real scheme and
     // host; keep what it says.
-    if !headers.contains_key("x-forwarded-proto") {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
-    if let (false, Some(h)) = (headers.contains_key("x-forwarded-host"), host) {
-        headers.insert("x-forwarded-host", h.clone());
+    if let (false, Some(h)) = (headers.contains_key(&X_FORWARDED_HOST), host) {
+        headers.insert(X_FORWARDED_HOST, h.clone());
     }
 }
 
