@@ -186,20 +186,36 @@ pub async fn forward_lines<R: AsyncRead + Unpin>(
             Ok(n) => n,
         };
         buf.extend_from_slice(&chunk[..n]);
-        let mut start = 0;
-        while let Some(pos) = buf[start..].iter().position(|&b| b == b'\n') {
-            write_line(stream, &buf[start..start + pos], opts);
-            start += pos + 1;
-        }
-        buf.drain(..start);
-        while buf.len() >= opts.max_line {
-            write_line(stream, &buf[..opts.max_line], opts);
-            buf.drain(..opts.max_line);
-        }
+        take_lines(&mut buf, opts.max_line, |line| {
+            write_line(stream, line, opts)
+        });
     }
     if !buf.is_empty() {
         write_line(stream, &buf, opts);
     }
+}
+
+/// Hands `emit` every complete line at the front of `buf` and every `max_line` bytes that
+/// have no newline yet, so no piece is ever longer than `max_line`, however the data was cut
+/// into reads. What is left (a partial line shorter than that) stays in `buf`.
+fn take_lines(buf: &mut Vec<u8>, max_line: usize, mut emit: impl FnMut(&[u8])) {
+    let mut start = 0;
+    loop {
+        // One byte more than a piece: a line of exactly max_line bytes ends in its newline
+        // rather than leaving an empty line behind.
+        let end = buf.len().min(start + max_line + 1);
+        let window = &buf[start..end];
+        if let Some(pos) = window.iter().position(|&b| b == b'\n') {
+            emit(&window[..pos]);
+            start += pos + 1;
+        } else if window.len() > max_line {
+            emit(&window[..max_line]);
+            start += max_line;
+        } else {
+            break;
+        }
+    }
+    buf.drain(..start);
 }
 
 /// Writes one function output line to stderr in a single write, so lines never interleave.
@@ -230,4 +246,48 @@ pub fn write_line(stream: &str, line: &[u8], opts: LogOptions) {
     }
     out.push(b'\n');
     let _ = io::stderr().lock().write_all(&out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::take_lines;
+
+    /// Feeds `input` in pieces of `cut` bytes and returns the lines emitted, plus the rest.
+    fn run(input: &[u8], cut: usize, max: usize) -> Vec<Vec<u8>> {
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        for piece in input.chunks(cut) {
+            buf.extend_from_slice(piece);
+            take_lines(&mut buf, max, |l| out.push(l.to_vec()));
+        }
+        if !buf.is_empty() {
+            out.push(buf);
+        }
+        out
+    }
+
+    #[test]
+    fn long_lines_are_split_whatever_the_read_sizes() {
+        let mut input = vec![b'a'; 2500];
+        input.extend_from_slice(b"\nshort\n");
+        for cut in [1, 7, 999, 1000, 1001, 1500, 4096] {
+            let out = run(&input, cut, 1000);
+            let lens: Vec<usize> = out.iter().map(Vec::len).collect();
+            assert_eq!(lens, vec![1000, 1000, 500, 5], "reads of {cut}");
+            assert_eq!(out[3], b"short");
+        }
+    }
+
+    #[test]
+    fn a_line_of_exactly_the_limit_leaves_no_empty_line() {
+        let mut input = vec![b'b'; 1000];
+        input.push(b'\n');
+        for cut in [1, 1000, 1001] {
+            assert_eq!(
+                run(&input, cut, 1000),
+                vec![vec![b'b'; 1000]],
+                "reads of {cut}"
+            );
+        }
+    }
 }
