@@ -161,3 +161,51 @@ impl http_body::Body for FileBody {
         SizeHint::with_exact(self.remaining)
     }
 }
+
+/// The next data chunk of a request body, which must arrive by `deadline` (408 otherwise).
+/// `total` counts the bytes so far against `limit` (0 = none; 413 beyond). `Ok(None)` at the
+/// end of the body; trailers are skipped.
+pub async fn next_data(
+    body: &mut ReqBody,
+    deadline: tokio::time::Instant,
+    total: &mut u64,
+    limit: u64,
+) -> Result<Option<Bytes>, crate::error::Error> {
+    use crate::error::Error;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(Error::ReadTimeout),
+            Ok(None) => return Ok(None),
+            Ok(Some(Err(e))) => return Err(Error::BadRequest(format!("reading body: {e}"))),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        *total += data.len() as u64;
+        if limit > 0 && *total > limit {
+            return Err(Error::BodyTooLarge(limit));
+        }
+        return Ok(Some(data));
+    }
+}
+
+/// The whole body, read by `deadline` (408) and at most `limit` bytes (413; a declared
+/// Content-Length over it is refused before anything is read).
+pub async fn read_body(
+    body: ReqBody,
+    limit: u64,
+    deadline: tokio::time::Instant,
+) -> Result<Bytes, crate::error::Error> {
+    use crate::error::Error;
+    if http_body::Body::size_hint(&body).lower() > limit {
+        return Err(Error::BodyTooLarge(limit));
+    }
+    let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    match tokio::time::timeout_at(deadline, limited.collect()).await {
+        Err(_) => Err(Error::ReadTimeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Error::BodyTooLarge(limit)),
+        Ok(Err(e)) => Err(Error::BadRequest(format!("reading body: {e}"))),
+    }
+}

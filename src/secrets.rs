@@ -14,12 +14,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http::header::{HeaderName, AUTHORIZATION};
 use http::request::Parts;
-use http_body::Body as _;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -352,7 +350,7 @@ impl Auth {
         };
         // Refuse before reading: a missing signature must not cost a 64 MiB upload.
         let signature = signature(parts)?;
-        let bytes = read_body(body, self.body_limit, read_deadline).await?;
+        let bytes = crate::body::read_body(body, self.body_limit, read_deadline).await?;
         let key = secret
             .current()
             .ok_or(Error::Unavailable("HMAC secret unavailable"))?;
@@ -449,28 +447,10 @@ fn hmac_matches(key: &[u8], body: &[u8], signature: &[u8; 32]) -> bool {
     mac.verify_slice(signature).is_ok()
 }
 
-/// The whole body, at most `limit` bytes, by `deadline`.
-async fn read_body(
-    body: ReqBody,
-    limit: u64,
-    deadline: tokio::time::Instant,
-) -> Result<Bytes, Error> {
-    // A declared Content-Length over the bound is refused without reading anything.
-    if body.size_hint().lower() > limit {
-        return Err(Error::BodyTooLarge(limit));
-    }
-    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    match tokio::time::timeout_at(deadline, limited.collect()).await {
-        Err(_) => Err(Error::ReadTimeout),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(Error::BodyTooLarge(limit)),
-        Ok(Err(e)) => Err(Error::BadRequest(format!("reading body: {e}"))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use std::collections::HashMap;
     use std::pin::Pin;
     use std::sync::atomic::{AtomicUsize, Ordering};

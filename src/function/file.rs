@@ -21,7 +21,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response};
-use http_body_util::BodyExt;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::body::{Body, FileBody, Guarded, ReqBody};
@@ -143,20 +142,9 @@ impl FileMode {
         let mut batch: Vec<Bytes> = Vec::new();
         let mut batched = 0usize;
         let mut total: u64 = 0;
-        loop {
-            let frame = match tokio::time::timeout_at(ctx.read_deadline, body.frame()).await {
-                Err(_) => return Err(Error::ReadTimeout),
-                Ok(None) => break,
-                Ok(Some(Err(e))) => return Err(Error::BadRequest(format!("reading body: {e}"))),
-                Ok(Some(Ok(frame))) => frame,
-            };
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            total += data.len() as u64;
-            if limit > 0 && total > limit {
-                return Err(Error::BodyTooLarge(limit));
-            }
+        while let Some(data) =
+            crate::body::next_data(&mut body, ctx.read_deadline, &mut total, limit).await?
+        {
             batched += data.len();
             batch.push(data);
             if batched >= WRITE_BATCH {

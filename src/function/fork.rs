@@ -259,7 +259,8 @@ impl Fork {
 
     async fn serializing(&self, req: Request<ReqBody>, ctx: &Ctx) -> Result<Response<Body>, Error> {
         let (parts, body) = req.into_parts();
-        let input = read_body(body, self.config.buffered_body_limit(), ctx.read_deadline).await?;
+        let input =
+            body::read_body(body, self.config.buffered_body_limit(), ctx.read_deadline).await?;
         let started = self.start(&parts, ctx, &[], &[], true)?;
         let (status, out) = self.run_collect(started, Some(input), ctx).await?;
         self.respond_collected(status, out)
@@ -400,17 +401,6 @@ async fn wait_deadline(deadline: &mut Option<Pin<Box<Sleep>>>) {
     }
 }
 
-/// Reads the whole body within `deadline`, refusing more than `limit` bytes.
-pub async fn read_body(body: ReqBody, limit: u64, deadline: Instant) -> Result<Bytes, Error> {
-    let limited = http_body_util::Limited::new(body, limit as usize);
-    match tokio::time::timeout_at(deadline, limited.collect()).await {
-        Err(_) => Err(Error::ReadTimeout),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Error::BodyTooLarge(limit)),
-        Ok(Err(e)) => Err(Error::BadRequest(format!("reading body: {e}"))),
-    }
-}
-
 /// Copies the request body to the function's stdin as it arrives, then closes stdin.
 async fn feed_stdin(
     prefix: Vec<Bytes>,
@@ -428,29 +418,18 @@ async fn feed_stdin(
         }
     }
     loop {
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) => {
-                let _ = err_tx.send(Error::ReadTimeout);
+        match body::next_data(&mut body, deadline, &mut total, limit).await {
+            Ok(None) => return,
+            Ok(Some(data)) => {
+                if stdin.write_all(&data).await.is_err() {
+                    // The function stopped reading its input; its output still counts.
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = err_tx.send(e);
                 return;
             }
-            Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                let _ = err_tx.send(Error::BadRequest(format!("reading body: {e}")));
-                return;
-            }
-            Ok(Some(Ok(frame))) => frame,
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        total += data.len() as u64;
-        if limit > 0 && total > limit {
-            let _ = err_tx.send(Error::BodyTooLarge(limit));
-            return;
-        }
-        if stdin.write_all(&data).await.is_err() {
-            // The function stopped reading its input; its output still counts.
-            return;
         }
     }
 }

@@ -244,12 +244,9 @@ impl Proxy {
             }
         }
         let body = if self.config.buffer_http {
-            let bytes = crate::function::fork::read_body(
-                body,
-                self.config.buffered_body_limit(),
-                ctx.read_deadline,
-            )
-            .await?;
+            let bytes =
+                crate::body::read_body(body, self.config.buffered_body_limit(), ctx.read_deadline)
+                    .await?;
             parts.headers.remove(header::TRANSFER_ENCODING);
             parts
                 .headers
