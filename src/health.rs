@@ -75,6 +75,17 @@ impl Health {
         Ok(())
     }
 
+    /// Fails when the lock file could not be written, without writing it (http mode learns
+    /// this at start, long before it is ready).
+    pub fn check_lock_writable(&self) -> std::io::Result<()> {
+        let Some(path) = &self.inner.lock_path else {
+            return Ok(());
+        };
+        let probe = path.with_extension("probe");
+        std::fs::write(&probe, b"")?;
+        std::fs::remove_file(&probe)
+    }
+
     /// True once the function can take requests.
     pub fn is_ready(&self) -> bool {
         self.inner.ready.load(Ordering::Acquire)

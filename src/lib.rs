@@ -91,11 +91,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         Function::Proxy(proxy) => {
             // Ready (and the lock file) come later, once the upstream answers; find out now
             // whether the lock file can be written at all.
-            if !config.suppress_lock {
-                let probe = config.tmpdir.join(".lock.probe");
-                std::fs::write(&probe, b"").map_err(lock_error)?;
-                let _ = std::fs::remove_file(&probe);
-            }
+            health.check_lock_writable().map_err(lock_error)?;
             Some(proxy.start().map_err(|e| {
                 config::ConfigError::new(
                     "fprocess",
@@ -136,24 +132,25 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             None => std::future::pending().await,
         }
     };
-    let signal_name = tokio::select! {
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sigint.recv() => "SIGINT",
-        how = function_exit => {
-            // The platform restarts the container; requests already in flight finish first.
-            health.start_draining();
-            let deadline = tokio::time::Instant::now() + config.write_timeout;
-            while health.inflight() > 0 && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            let _ = stop_tx.send(());
-            let _ = server.await;
-            return Err(RunError::Failed(format!("function process exited ({how})")));
+    let (reason, died) = tokio::select! {
+        _ = sigterm.recv() => ("SIGTERM", None),
+        _ = sigint.recv() => ("SIGINT", None),
+        how = function_exit => ("function exit", Some(how)),
+    };
+    let clean = match died {
+        // Nothing new can be served once the function is gone, so no quiet period: requests
+        // already in flight finish, then the platform restarts the container.
+        Some(_) => drain(&health, Duration::ZERO, config.write_timeout, reason).await,
+        None => {
+            let window = config.healthcheck_interval + config.write_timeout;
+            drain(&health, DRAIN_QUIET, window, reason).await
         }
     };
-    let clean = drain(&health, &config, signal_name).await;
     let _ = stop_tx.send(());
     let _ = server.await;
+    if let Some(how) = died {
+        return Err(RunError::Failed(format!("function process exited ({how})")));
+    }
     if let Some(s) = supervisor {
         // Only now, after the drain, does the function's group get SIGTERM (then SIGKILL).
         let _ = s.stop.send(());
@@ -171,19 +168,15 @@ pub async fn run(config: Config) -> Result<(), RunError> {
 }
 
 /// Health turns 503 and the lock file goes at once; requests keep being served until nothing
-/// is in flight and nothing new arrived for [`DRAIN_QUIET`], or at the latest
-/// `healthcheck_interval + write_timeout`. Returns false when requests were still running.
-async fn drain(health: &Health, config: &Config, signal_name: &str) -> bool {
+/// is in flight and nothing new arrived for `quiet`, or at the latest after `window`.
+/// Returns false when requests were still running.
+async fn drain(health: &Health, quiet: Duration, window: Duration, reason: &str) -> bool {
     health.start_draining();
     let started = tokio::time::Instant::now();
-    let deadline = started + config.healthcheck_interval + config.write_timeout;
-    tracing::info!(
-        signal = signal_name,
-        inflight = health.inflight(),
-        "draining"
-    );
+    let deadline = started + window;
+    tracing::info!(reason, inflight = health.inflight(), "draining");
     loop {
-        let quiet = started.elapsed() >= DRAIN_QUIET && health.since_last_arrival() >= DRAIN_QUIET;
+        let quiet = started.elapsed() >= quiet && health.since_last_arrival() >= quiet;
         if health.inflight() == 0 && quiet {
             return true;
         }
