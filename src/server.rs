@@ -96,51 +96,37 @@ pub async fn serve(
 }
 
 async fn route(app: &App, req: Request<Incoming>, peer_ip: Option<HeaderValue>) -> Response<Body> {
-    match req.uri().path() {
-        "/_/health" => probe(&req, || health_status(app)),
-        "/_/ready" => {
-            if let Some(resp) = method_not_allowed(&req) {
-                return resp;
-            }
-            if health_status(app) != StatusCode::OK {
-                return body::text_response(StatusCode::SERVICE_UNAVAILABLE, "not ready\n");
-            }
-            if app.health.saturated() {
-                return body::text_response(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "max_inflight reached\n",
-                );
-            }
-            if let Function::Proxy(proxy) = &app.function {
-                // The upstream's own answer, as of-watchdog gives it.
-                let status = proxy.ready_status().await;
-                if status != StatusCode::OK {
-                    let mut resp = Response::new(body::empty());
-                    *resp.status_mut() = status;
-                    return resp;
-                }
-            }
-            body::text_response(StatusCode::OK, "OK\n")
-        }
-        _ => call_function(app, req, peer_ip).await,
+    let path = req.uri().path();
+    if path != "/_/health" && path != "/_/ready" {
+        return call_function(app, req, peer_ip).await;
     }
-}
-
-fn health_status(app: &App) -> StatusCode {
-    match app.health.status() {
-        Status::Ok => StatusCode::OK,
-        Status::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-    }
-}
-
-fn probe(req: &Request<Incoming>, status: impl Fn() -> StatusCode) -> Response<Body> {
-    if let Some(resp) = method_not_allowed(req) {
+    if let Some(resp) = method_not_allowed(&req) {
         return resp;
     }
-    match status() {
-        StatusCode::OK => body::text_response(StatusCode::OK, "OK\n"),
-        s => body::text_response(s, "not ready\n"),
+    probe(app, path == "/_/ready").await
+}
+
+/// `/_/health`: 200 while accepting work, 503 while draining or (http mode) before the
+/// upstream answers. `/_/ready` adds 429 at `max_inflight` and, with `ready_path`, the
+/// upstream's own answer, as of-watchdog gives it.
+async fn probe(app: &App, ready: bool) -> Response<Body> {
+    if app.health.status() != Status::Ok {
+        return body::text_response(StatusCode::SERVICE_UNAVAILABLE, "not ready\n");
     }
+    if ready {
+        if app.health.saturated() {
+            return body::text_response(StatusCode::TOO_MANY_REQUESTS, "max_inflight reached\n");
+        }
+        if let Function::Proxy(proxy) = &app.function {
+            let status = proxy.ready_status().await;
+            if status != StatusCode::OK {
+                let mut resp = Response::new(body::empty());
+                *resp.status_mut() = status;
+                return resp;
+            }
+        }
+    }
+    body::text_response(StatusCode::OK, "OK\n")
 }
 
 fn method_not_allowed(req: &Request<Incoming>) -> Option<Response<Body>> {
