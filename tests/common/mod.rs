@@ -47,6 +47,7 @@ pub struct Watchdog {
     /// Its TMPDIR.
     pub tmpdir: PathBuf,
     stderr: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// Builder-ish options for starting a watchdog.
@@ -113,12 +114,13 @@ impl Watchdog {
             .stderr(Stdio::piped());
         let mut child = c.spawn().expect("spawn fwatchdog");
         let stderr = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
         for pipe in [
             Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
             Box::new(child.stdout.take().unwrap()),
         ] {
             let sink = stderr.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 let mut r = BufReader::new(pipe);
                 let mut line = Vec::new();
                 while r
@@ -131,13 +133,14 @@ impl Watchdog {
                         .push_str(&String::from_utf8_lossy(&line));
                     line.clear();
                 }
-            });
+            }));
         }
         let mut wd = Watchdog {
             child,
             port,
             tmpdir,
             stderr,
+            readers,
         };
         if opts.wait_healthy {
             wd.wait_healthy(Duration::from_secs(10));
@@ -209,11 +212,18 @@ impl Watchdog {
             .unwrap();
     }
 
-    /// Waits for the process to exit.
+    /// Waits for the process to exit, and for what it printed to be in [`Watchdog::log`]
+    /// (its pipes reach EOF; bounded, since a surviving grandchild may hold them open).
     pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
         let start = Instant::now();
         while start.elapsed() < within {
             if let Ok(Some(st)) = self.child.try_wait() {
+                let drained = Instant::now();
+                while self.readers.iter().any(|r| !r.is_finished())
+                    && drained.elapsed() < Duration::from_secs(2)
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 return Some(st);
             }
             std::thread::sleep(Duration::from_millis(10));
