@@ -9,7 +9,7 @@ command -v wrk >/dev/null || { echo "installing wrk" >&2; apt-get install -y -qq
 if [ -z "${BENCH_NO_BUILD:-}" ]; then
   (cd "$ROOT" && cargo build --release --quiet --target x86_64-unknown-linux-musl)
 fi
-BIN=$ROOT/target/x86_64-unknown-linux-musl/release/fwatchdog
+BIN=${FWATCHDOG_BIN:-$ROOT/target/x86_64-unknown-linux-musl/release/fwatchdog}
 [ "$OUT/tools" -nt "$ROOT/bench/tools.rs" ] || rustc -O --edition 2021 -o "$OUT/tools" "$ROOT/bench/tools.rs"
 TOOLS=$OUT/tools
 printf 'wrk.method = "POST"\nwrk.body = "hello"\n' > "$OUT/post.lua"

@@ -421,3 +421,119 @@ fn upstream_url_path_prefix_is_prepended() {
         (Some("/api/items"), Some("id=7"))
     );
 }
+
+#[test]
+fn upstream_connections_are_pooled_and_stale_ones_replaced() {
+    let (wd, _) = start(&[], &[]);
+    let peer = |r: &Resp| json(r)["peer_port"].as_u64().expect("peer_port");
+    let a = peer(&wd.get("/echo").unwrap());
+    let b = peer(&wd.get("/echo").unwrap());
+    assert_eq!(
+        a, b,
+        "the second request reuses the first one's upstream connection"
+    );
+    // Requests whose response is complete without a body leave the connection reusable.
+    let head = wd.request("HEAD", "/echo", &[], b"").unwrap();
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert!(head.header("content-length").is_some());
+    assert_eq!(wd.get("/nocontent").unwrap().status, 204);
+    assert_eq!(peer(&wd.get("/echo").unwrap()), a);
+
+    // The upstream closes the pooled connection right after answering (as an idle
+    // keep-alive timeout does); the next requests still succeed, at once and later.
+    for pause in [Duration::ZERO, Duration::from_millis(200)] {
+        assert_eq!(wd.get("/drop").unwrap().text(), "dropping");
+        std::thread::sleep(pause);
+        let r = wd.get("/echo").unwrap();
+        assert_eq!(r.status, 200, "after a dropped connection: {}", r.text());
+        let r = wd.post("/echo", b"with a body").unwrap();
+        assert_eq!(r.status, 200, "after a dropped connection: {}", r.text());
+        assert_eq!(json(&r)["body"], "with a body");
+    }
+}
+
+#[test]
+fn every_response_framing_passes_through() {
+    let (wd, _) = start(&[], &[]);
+    let r = wd.get("/eof").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.body,
+        b"until the end".repeat(1000),
+        "close-delimited body whole"
+    );
+    let r = wd.get("/trailers").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "abcdefg");
+    assert!(!r.truncated, "chunked body ends with its last chunk");
+    // The connection behind a trailer section is clean and reused.
+    assert_eq!(wd.get("/echo").unwrap().status, 200);
+    let r = wd.get("/garbage").unwrap();
+    assert_eq!(r.status, 502);
+    assert!(r.text().contains("invalid response"), "{}", r.text());
+    assert_eq!(wd.get("/echo").unwrap().status, 200, "still serving");
+}
+
+#[test]
+fn upstream_may_answer_before_reading_the_body() {
+    let (wd, _) = start(&[], &[]);
+    let mut s = TcpStream::connect(("127.0.0.1", wd.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    // Like curl, the client reads while it writes; its write fails once the answer is in.
+    let writer = std::thread::spawn(move || {
+        let len = 64 << 20;
+        let head = format!("POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n");
+        let _ = w.write_all(head.as_bytes());
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..64 {
+            if w.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !raw.ends_with(b"too big for me") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+    let r = parse_response(&raw).unwrap();
+    drop(s);
+    writer.join().unwrap();
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(r.text(), "too big for me");
+    assert_eq!(wd.get("/echo").unwrap().status, 200, "still serving");
+}
+
+#[test]
+fn request_and_response_stream_at_the_same_time() {
+    // The upstream echoes each chunk as it reads it: a proxy that sent the whole body
+    // before reading the answer would deadlock once the socket buffers fill.
+    let (wd, _) = start(&[], &[]);
+    let mut s = TcpStream::connect(("127.0.0.1", wd.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let chunk = vec![b'z'; 64 * 1024];
+    let chunks = 256; // 16 MiB
+    let writer = std::thread::spawn(move || {
+        w.write_all(b"POST /stream-echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap();
+        for _ in 0..chunks {
+            w.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                .unwrap();
+            w.write_all(&chunk).unwrap();
+            w.write_all(b"\r\n").unwrap();
+        }
+        w.write_all(b"0\r\n\r\n").unwrap();
+    });
+    let r = read_response(&mut s).unwrap();
+    writer.join().unwrap();
+    assert_eq!(r.status, 200);
+    assert!(!r.truncated);
+    assert_eq!(r.body.len(), chunks * 64 * 1024);
+    assert!(r.body.iter().all(|&b| b == b'z'));
+}

@@ -9,6 +9,14 @@ Usage: upstream.py (PORT | unix:/path.sock) [--delay SECONDS] [--sigterm-file PA
 /count  the size of the request body, read in pieces
 /ws     a minimal WebSocket echo of one text frame
 /crash  exits the process with status 3
+/drop   answers normally, then closes the connection (an idle keep-alive timeout)
+/eof    a body delimited by closing the connection (no Content-Length, not chunked)
+/trailers  a chunked body with a trailer field
+/nocontent 204
+/stream-echo  echoes a chunked request body back chunk by chunk as it arrives
+/early  413 without reading the body
+/garbage   something that is not HTTP
+/echo also answers HEAD (headers only) and reports the client's port as "peer_port".
 """
 
 import base64
@@ -53,7 +61,8 @@ class Handler(BaseHTTPRequestHandler):
         for k, v in (extra or {}).items():
             self.send_header(k, v)
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def handle_any(self):
         path, _, query = self.path.partition("?")
@@ -83,6 +92,54 @@ class Handler(BaseHTTPRequestHandler):
                 left -= len(piece)
                 total += len(piece)
             return self.send(200, str(total).encode(), "text/plain")
+        if path == "/drop":
+            self.send(200, b"dropping", "text/plain")
+            self.close_connection = True
+            return
+        if path == "/eof":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(b"until the end" * 1000)
+            self.close_connection = True
+            return
+        if path == "/trailers":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Trailer", "X-Checksum")
+            self.end_headers()
+            self.wfile.write(b"3\r\nabc\r\n4\r\ndefg\r\n0\r\nX-Checksum: 42\r\n\r\n")
+            return
+        if path == "/nocontent":
+            self.send_response(204)
+            self.end_headers()
+            return
+        if path == "/stream-echo":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            total = 0
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                data = self.rfile.read(size)
+                self.rfile.readline()
+                total += len(data)
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        if path == "/early":
+            self.send(413, b"too big for me", "text/plain")
+            self.close_connection = True
+            return
+        if path == "/garbage":
+            self.wfile.write(b"NOT HTTP AT ALL\r\n\r\n")
+            self.close_connection = True
+            return
         if path == "/ready":
             return self.send(200, b"ready", "text/plain")
         if path == "/crash":
@@ -115,10 +172,11 @@ class Handler(BaseHTTPRequestHandler):
             "headers": {k.lower(): v for k, v in self.headers.items()},
             "framing": framing,
             "body": body.decode("latin-1"),
+            "peer_port": self.client_address[1],
         }
         self.send(200, json.dumps(report).encode(), extra={"X-Upstream": "yes", "Keep-Alive": "timeout=5"})
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = handle_any
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = handle_any
 
 
 class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

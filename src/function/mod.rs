@@ -4,6 +4,7 @@ pub mod file;
 pub mod fork;
 pub mod proxy;
 pub mod static_files;
+pub mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -28,6 +28,7 @@ use tokio::time::{Instant, Sleep};
 use crate::body::{Body, BoxError, ReqBody};
 use crate::config::{Config, Upstream};
 use crate::error::Error;
+use crate::function::upstream::{self, Pool, Reply, SendError, Upgraded};
 use crate::function::Ctx;
 use crate::health::Health;
 use crate::process::{self, describe_exit, FunctionProcess, LogOptions};
@@ -38,7 +39,7 @@ const READY_POLL: Duration = Duration::from_millis(5);
 /// The reverse proxy to the function process.
 pub struct Proxy {
     config: Arc<Config>,
-    client: Client<UpstreamConnector, ReqBody>,
+    client: UpstreamClient,
     health: Health,
     exited: Arc<AtomicBool>,
     log: LogOptions,
@@ -61,13 +62,18 @@ impl Proxy {
             .upstream
             .clone()
             .expect("http mode has an upstream (checked in config)");
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .http2_only(config.upstream_h2c)
-            .build(UpstreamConnector {
-                upstream: Arc::new(upstream),
-            });
+        let client = if config.upstream_h2c {
+            UpstreamClient::H2(Box::new(
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .http2_only(true)
+                    .build(UpstreamConnector {
+                        upstream: Arc::new(upstream),
+                    }),
+            ))
+        } else {
+            UpstreamClient::H1(Arc::new(Pool::new(upstream)))
+        };
         Proxy {
             config,
             client,
@@ -136,18 +142,14 @@ impl Proxy {
         let Some(path) = &self.config.ready_path else {
             return StatusCode::OK;
         };
-        match tokio::time::timeout(Duration::from_secs(2), probe(&self.client, path)).await {
+        match tokio::time::timeout(Duration::from_secs(2), self.client.probe(path)).await {
             Ok(Ok(status)) => status,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     /// Proxies one request.
-    pub async fn handle(
-        &self,
-        mut req: Request<ReqBody>,
-        ctx: &Ctx,
-    ) -> Result<Response<Body>, Error> {
+    pub async fn handle(&self, req: Request<ReqBody>, ctx: &Ctx) -> Result<Response<Body>, Error> {
         if self.exited.load(Ordering::Acquire) {
             return Err(Error::Unavailable("function process has exited"));
         }
@@ -165,66 +167,89 @@ impl Proxy {
                 return Err(Error::Unavailable("function not ready within exec_timeout"));
             }
         }
-        // An HTTP/2 upstream connection cannot carry an HTTP/1.1 upgrade.
-        let upgrade = (wants_upgrade(&req) && !self.config.upstream_h2c)
-            .then(|| hyper::upgrade::on(&mut req));
-        let req = self.upstream_request(req, ctx, upgrade.is_some()).await?;
-        let sent = self.client.request(req);
-        let resp = match ctx.deadline {
-            Some(d) => match tokio::time::timeout_at(d, sent).await {
-                Ok(r) => r,
-                Err(_) => return Err(Error::Timeout(ctx.timeout())),
-            },
-            None => sent.await,
-        };
-        let mut resp = resp.map_err(|e| {
-            if self.exited.load(Ordering::Acquire) {
-                Error::FunctionFailed("function process has exited".into())
-            } else {
-                Error::FunctionFailed(format!("upstream request failed: {}", error_chain(&e)))
-            }
-        })?;
-        let idle = ctx.exec_timeout;
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_side) = upgrade {
-                let upstream_side = hyper::upgrade::on(&mut resp);
-                tokio::spawn(splice_upgraded(client_side, upstream_side, idle));
-            }
-            let (mut parts, _) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers, true);
-            return Ok(Response::from_parts(parts, crate::body::empty()));
+        match &self.client {
+            UpstreamClient::H1(pool) => self.handle_h1(pool, req, ctx).await,
+            UpstreamClient::H2(client) => self.handle_h2(client, req, ctx).await,
         }
-        let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers, false);
-        let body = match idle {
-            Some(idle) => IdleBody::new(body, idle).boxed_unsync(),
-            None => body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync(),
-        };
-        Ok(Response::from_parts(parts, body))
     }
 
-    async fn upstream_request(
+    async fn handle_h1(
         &self,
+        pool: &Arc<Pool>,
+        mut req: Request<ReqBody>,
+        ctx: &Ctx,
+    ) -> Result<Response<Body>, Error> {
+        let upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        let host = request_host(&parts);
+        strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
+        add_forwarded(&mut parts.headers, ctx, host.as_ref());
+        let upstream = self.config.upstream.as_ref().expect("checked");
+        if !parts.headers.contains_key(header::HOST) {
+            // HTTP/2 clients carry the host in :authority, HTTP/1.0 clients may send none;
+            // HTTP/1.1 upstreams need one.
+            let fallback = match upstream {
+                Upstream::Tcp { authority, .. } => HeaderValue::from_str(authority).ok(),
+                Upstream::Unix(_) => None,
+            };
+            let value = host
+                .or(fallback)
+                .unwrap_or(HeaderValue::from_static("localhost"));
+            parts.headers.insert(header::HOST, value);
+        }
+        let body = self.maybe_buffer(&mut parts.headers, body, ctx).await?;
+        let prefix = match upstream {
+            Upstream::Tcp { prefix, .. } => prefix.as_str(),
+            Upstream::Unix(_) => "",
+        };
+        let head = upstream::Head {
+            method: &parts.method,
+            prefix,
+            path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            headers: &parts.headers,
+        };
+        let sent = pool.send(&head, body, upgrade.is_some());
+        let reply = match ctx.deadline {
+            Some(d) => tokio::time::timeout_at(d, sent)
+                .await
+                .map_err(|_| Error::Timeout(ctx.timeout()))?,
+            None => sent.await,
+        };
+        let reply = reply.map_err(|e| match e {
+            SendError::Client(e) => e,
+            SendError::Upstream(why) => self.upstream_failed(why),
+        })?;
+        match reply {
+            Reply::Upgraded(resp, conn) => {
+                if let Some(client_side) = upgrade {
+                    tokio::spawn(splice_upgraded(client_side, conn, ctx.exec_timeout));
+                }
+                let (mut parts, ()) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers, true);
+                Ok(Response::from_parts(parts, crate::body::empty()))
+            }
+            Reply::Response(resp) => {
+                let (mut parts, mut body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers, false);
+                if let Some(idle) = ctx.exec_timeout {
+                    body.idle_limit(idle);
+                }
+                Ok(Response::from_parts(parts, body.boxed_unsync()))
+            }
+        }
+    }
+
+    async fn handle_h2(
+        &self,
+        client: &Client<UpstreamConnector, ReqBody>,
         req: Request<ReqBody>,
         ctx: &Ctx,
-        upgrade: bool,
-    ) -> Result<Request<ReqBody>, Error> {
+    ) -> Result<Response<Body>, Error> {
         let (mut parts, body) = req.into_parts();
-        // HTTP/2 clients carry the host in :authority; HTTP/1.1 upstreams need a Host header.
-        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        let host = request_host(&parts);
         // To an HTTP/2 upstream the host travels as :authority, taken from the URI; a Host
         // header beside it would be a second, conflicting source.
-        let h2 = self.config.upstream_h2c;
-        let authority = if h2 {
-            host.as_ref().and_then(|h| h.to_str().ok())
-        } else {
-            None
-        };
+        let authority = host.as_ref().and_then(|h| h.to_str().ok());
         let pq = parts
             .uri
             .path_and_query()
@@ -232,33 +257,67 @@ impl Proxy {
             .unwrap_or("/");
         let upstream = self.config.upstream.as_ref().expect("checked");
         parts.uri = upstream_uri(upstream, authority, pq)?;
-        strip_hop_by_hop(&mut parts.headers, upgrade);
+        // An HTTP/2 upstream connection cannot carry an HTTP/1.1 upgrade.
+        strip_hop_by_hop(&mut parts.headers, false);
         add_forwarded(&mut parts.headers, ctx, host.as_ref());
-        if h2 {
-            parts.version = Version::HTTP_2;
-            parts.headers.remove(header::HOST);
-        } else {
-            parts.version = Version::HTTP_11;
-            if let Some(host) = host {
-                parts.headers.insert(header::HOST, host);
-            }
-        }
-        let body = if self.config.buffer_http {
-            let bytes =
-                crate::body::read_body(body, self.config.buffered_body_limit(), ctx.read_deadline)
-                    .await?;
-            parts.headers.remove(header::TRANSFER_ENCODING);
-            parts
-                .headers
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-            http_body_util::Full::new(bytes)
-                .map_err(|e| match e {})
-                .boxed_unsync()
-        } else {
-            body
+        parts.version = Version::HTTP_2;
+        parts.headers.remove(header::HOST);
+        let body = self.maybe_buffer(&mut parts.headers, body, ctx).await?;
+        let sent = client.request(Request::from_parts(parts, body));
+        let resp = match ctx.deadline {
+            Some(d) => match tokio::time::timeout_at(d, sent).await {
+                Ok(r) => r,
+                Err(_) => return Err(Error::Timeout(ctx.timeout())),
+            },
+            None => sent.await,
         };
-        Ok(Request::from_parts(parts, body))
+        let resp = resp.map_err(|e| self.upstream_failed(error_chain(&e)))?;
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers, false);
+        let body = match ctx.exec_timeout {
+            Some(idle) => IdleBody::new(body, idle).boxed_unsync(),
+            None => body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync(),
+        };
+        Ok(Response::from_parts(parts, body))
     }
+
+    fn upstream_failed(&self, why: String) -> Error {
+        if self.exited.load(Ordering::Acquire) {
+            Error::FunctionFailed("function process has exited".into())
+        } else {
+            Error::FunctionFailed(format!("upstream request failed: {why}"))
+        }
+    }
+
+    /// With `buffer_http`, the whole body is read first and sent with Content-Length.
+    async fn maybe_buffer(
+        &self,
+        headers: &mut HeaderMap,
+        body: ReqBody,
+        ctx: &Ctx,
+    ) -> Result<ReqBody, Error> {
+        if !self.config.buffer_http {
+            return Ok(body);
+        }
+        let bytes =
+            crate::body::read_body(body, self.config.buffered_body_limit(), ctx.read_deadline)
+                .await?;
+        headers.remove(header::TRANSFER_ENCODING);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        Ok(http_body_util::Full::new(bytes)
+            .map_err(|e| match e {})
+            .boxed_unsync())
+    }
+}
+
+/// The host the client addressed: its Host header, or (HTTP/2) the URI's authority.
+fn request_host(parts: &http::request::Parts) -> Option<HeaderValue> {
+    parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    })
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -395,19 +454,34 @@ fn add_forwarded(headers: &mut HeaderMap, ctx: &Ctx, host: Option<&HeaderValue>)
     }
 }
 
-async fn probe(
-    client: &Client<UpstreamConnector, ReqBody>,
-    path: &str,
-) -> Result<StatusCode, BoxError> {
-    let req = Request::get(format!("http://localhost{path}"))
-        .header(header::USER_AGENT, "fwatchdog-ready")
-        .body(crate::body::empty_req())?;
-    let resp = client.request(req).await?;
-    Ok(resp.status())
+/// How the function is spoken to: HTTP/1.1 through the watchdog's own client, or HTTP/2
+/// (`upstream_h2c`) through hyper's, which multiplexes requests over one connection.
+#[derive(Clone)]
+enum UpstreamClient {
+    H1(Arc<Pool>),
+    H2(Box<Client<UpstreamConnector, ReqBody>>),
+}
+
+impl UpstreamClient {
+    /// `GET path` on the function: its status.
+    async fn probe(&self, path: &str) -> Result<StatusCode, BoxError> {
+        match self {
+            UpstreamClient::H1(pool) => pool
+                .probe(path)
+                .await
+                .map_err(|e| -> BoxError { format!("{e:?}").into() }),
+            UpstreamClient::H2(client) => {
+                let req = Request::get(format!("http://localhost{path}"))
+                    .header(header::USER_AGENT, "fwatchdog-ready")
+                    .body(crate::body::empty_req())?;
+                Ok(client.request(req).await?.status())
+            }
+        }
+    }
 }
 
 struct ReadyPoller {
-    client: Client<UpstreamConnector, ReqBody>,
+    client: UpstreamClient,
     upstream: Upstream,
     ready_path: Option<String>,
     health: Health,
@@ -423,7 +497,7 @@ impl ReadyPoller {
             }
             let ok = match &self.ready_path {
                 Some(path) => matches!(
-                    tokio::time::timeout(Duration::from_secs(1), probe(&self.client, path)).await,
+                    tokio::time::timeout(Duration::from_secs(1), self.client.probe(path)).await,
                     Ok(Ok(s)) if s.is_success()
                 ),
                 None => connect(&self.upstream).await.is_ok(),
@@ -600,12 +674,12 @@ impl http_body::Body for IdleBody {
 /// when either side ends or nothing moves for `idle`.
 async fn splice_upgraded(
     client: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
+    mut upstream: Upgraded,
     idle: Option<Duration>,
 ) {
-    let (client, upstream) = match tokio::join!(client, upstream) {
-        (Ok(c), Ok(u)) => (c, u),
-        (Err(e), _) | (_, Err(e)) => {
+    let client = match client.await {
+        Ok(c) => c,
+        Err(e) => {
             tracing::warn!(error = %e, "upgrade failed");
             return;
         }
@@ -615,7 +689,14 @@ async fn splice_upgraded(
         inner: TokioIo::new(client),
         moved: moved.clone(),
     };
-    let mut upstream = TokioIo::new(upstream);
+    // Whatever the upstream sent right behind its 101 head goes to the client first.
+    let early = upstream.take_leftover();
+    if !early.is_empty() {
+        use tokio::io::AsyncWriteExt;
+        if client.write_all(&early).await.is_err() {
+            return;
+        }
+    }
     let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
     let Some(idle) = idle else {
         let _ = copy.await;
