@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod function;
 pub mod health;
+pub mod logbuf;
 pub mod metrics;
 pub mod process;
 pub mod reaper;
@@ -223,7 +224,7 @@ fn log_start(config: &Config) {
 /// Installs the tracing subscriber for the watchdog's own log lines (stderr).
 pub fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(|| logbuf::Writer)
         .with_ansi(false)
         .with_target(false)
         .with_max_level(tracing::Level::INFO);

@@ -119,6 +119,8 @@ fn main() -> ExitCode {
         Mode::Http | Mode::Static => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
+    // Log lines wait for the moment the thread would sleep (see `logbuf`).
+    builder.on_thread_park(fwatchdog::logbuf::flush);
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -126,7 +128,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(fwatchdog::run(config)) {
+    let outcome = runtime.block_on(fwatchdog::run(config));
+    fwatchdog::logbuf::flush();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let var = match &e {

@@ -1,7 +1,7 @@
 //! Process supervision: spawn a function in its own process group, kill the whole group with a
 //! grace period, and forward its output to the log line by line.
 
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -245,7 +245,7 @@ pub fn write_line(stream: &str, line: &[u8], opts: LogOptions) {
         }
     }
     out.push(b'\n');
-    let _ = io::stderr().lock().write_all(&out);
+    crate::logbuf::write(&out);
 }
 
 #[cfg(test)]

@@ -327,7 +327,14 @@ fn upstream_output_is_logged_with_a_prefix() {
         "{}",
         wd.log()
     );
-    assert!(wd.log().contains("stderr: upstream: "), "{}", wd.log());
+    // The upstream logs the request after answering it.
+    assert!(
+        eventually(Duration::from_secs(2), || wd
+            .log()
+            .contains("stderr: upstream: ")),
+        "{}",
+        wd.log()
+    );
 }
 
 #[test]
