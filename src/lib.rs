@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod body;
+pub mod busy_poll;
 pub mod cgi;
 pub mod config;
 pub mod error;

@@ -119,8 +119,14 @@ fn main() -> ExitCode {
         Mode::Http | Mode::Static => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
-    // Log lines wait for the moment the thread would sleep (see `logbuf`).
-    builder.on_thread_park(fwatchdog::logbuf::flush);
+    // Log lines wait for the moment the thread would sleep (see `logbuf`), and with
+    // busy_poll the thread looks for new work a little longer first.
+    builder.on_thread_park(|| {
+        fwatchdog::logbuf::flush();
+        fwatchdog::busy_poll::spin();
+    });
+    let busy_poll = !config.busy_poll.is_zero();
+    let epoll_before = busy_poll.then(fwatchdog::busy_poll::epoll_fds);
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -128,6 +134,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(before) = epoll_before {
+        let after = fwatchdog::busy_poll::epoll_fds();
+        if !fwatchdog::busy_poll::enable(&before, &after, config.busy_poll) {
+            eprintln!(
+                "fwatchdog: busy_poll: cannot find the runtime's epoll descriptor; polling off"
+            );
+        }
+    }
     let outcome = runtime.block_on(fwatchdog::run(config));
     fwatchdog::logbuf::flush();
     match outcome {

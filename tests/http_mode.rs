@@ -544,3 +544,52 @@ fn request_and_response_stream_at_the_same_time() {
     assert_eq!(r.body.len(), chunks * 64 * 1024);
     assert!(r.body.iter().all(|&b| b == b'z'));
 }
+
+/// CPU time (user + system) the process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn busy_poll_serves_keeps_timers_and_sleeps_when_idle() {
+    let (wd, _) = start(&[("busy_poll", "1ms")], &[]);
+    assert!(
+        !wd.log().contains("polling off"),
+        "busy_poll found the runtime: {}",
+        wd.log()
+    );
+    for _ in 0..50 {
+        assert_eq!(wd.post("/echo", b"x").unwrap().status, 200);
+    }
+    // Timers still fire on time while the thread polls.
+    let t = Instant::now();
+    let r = wd
+        .request("GET", "/slow", &[("X-Timeout", "300ms")], b"")
+        .unwrap();
+    assert_eq!(r.status, 504);
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    // Idle, it sleeps: a second without requests costs (almost) no CPU.
+    std::thread::sleep(Duration::from_millis(200));
+    let before = cpu_ticks(wd.child.id());
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(wd.child.id()) - before;
+    assert!(used <= 5, "idle watchdog used {used} ticks in 1 s");
+}
+
+#[test]
+fn busy_poll_is_bounded() {
+    for (value, why) in [("2ms", "at most 1ms"), ("soon", "not a duration")] {
+        let (code, err) = run_to_exit(&[("busy_poll", value)], &["--", "true"]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("busy_poll") && err.contains(why), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}

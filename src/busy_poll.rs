@@ -1,0 +1,81 @@
+//! `busy_poll`: an idle runtime thread keeps looking for work for a short while before it
+//! goes to sleep in `epoll_wait`.
+//!
+//! On a VM, waking a thread whose CPU went idle costs tens of microseconds (the host has to
+//! reschedule the virtual CPU), and a proxied request wakes the watchdog twice. A thread
+//! that is still polling when the next event arrives skips that cost. The price is CPU:
+//! up to `busy_poll` of spinning each time the thread runs out of work, none once it has
+//! been idle that long. So it is off by default.
+//!
+//! The runtime's `on_thread_park` hook does the polling. It watches the runtime's own epoll
+//! instance (tokio holds it twice, as mio's poller and a duplicate for its registry), which
+//! becomes readable when any of its sockets, signal pipes or cross-thread wakers has an
+//! event; `poll(2)` on an epoll descriptor reports that without taking the events, so the
+//! runtime still receives them when it parks right after.
+
+use std::collections::HashSet;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+/// The runtime's epoll descriptors (-1 = unused slot).
+static DRIVER_FDS: [AtomicI32; 2] = [AtomicI32::new(-1), AtomicI32::new(-1)];
+static BUDGET_NS: AtomicU64 = AtomicU64::new(0);
+
+/// The process's epoll descriptors, to tell afterwards which one a new runtime made.
+pub fn epoll_fds() -> HashSet<RawFd> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return HashSet::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter(|e| {
+            std::fs::read_link(e.path())
+                .is_ok_and(|t| t.as_os_str().as_encoded_bytes().ends_with(b"[eventpoll]"))
+        })
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Turns polling on for the runtime whose epoll descriptors are those in `after` but not
+/// in `before`. Returns false (and polling stays off) unless there are one or two.
+pub fn enable(before: &HashSet<RawFd>, after: &HashSet<RawFd>, budget: Duration) -> bool {
+    let new: Vec<RawFd> = after.difference(before).copied().collect();
+    if new.is_empty() || new.len() > DRIVER_FDS.len() {
+        return false;
+    }
+    BUDGET_NS.store(budget.as_nanos() as u64, Ordering::Relaxed);
+    for (slot, fd) in DRIVER_FDS.iter().zip(new) {
+        slot.store(fd, Ordering::Release);
+    }
+    true
+}
+
+/// The `on_thread_park` part: returns as soon as the runtime has an event waiting, or when
+/// the budget is spent.
+pub fn spin() {
+    let budget = Duration::from_nanos(BUDGET_NS.load(Ordering::Relaxed));
+    if budget.is_zero() {
+        return;
+    }
+    let mut fds: Vec<PollFd> = DRIVER_FDS
+        .iter()
+        .map(|slot| slot.load(Ordering::Acquire))
+        .filter(|&fd| fd >= 0)
+        // SAFETY: the descriptors belong to the runtime, which outlives its park hook.
+        .map(|fd| PollFd::new(unsafe { BorrowedFd::borrow_raw(fd) }, PollFlags::POLLIN))
+        .collect();
+    let start = Instant::now();
+    loop {
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(0) => {}
+            // Ready, or an error the runtime's own epoll_wait will meet and report.
+            _ => return,
+        }
+        if start.elapsed() >= budget {
+            return;
+        }
+        std::hint::spin_loop();
+    }
+}
