@@ -384,10 +384,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         .flat_map(|v| v.split(','))
     {
         let token = token.trim();
-        // `close` and `keep-alive` name no end-to-end header; hop-by-hop ones are listed.
+        // `close` names no header, and hop-by-hop names are already on the list.
         if token.is_empty()
             || token.eq_ignore_ascii_case("close")
-            || is_hop_by_hop(&token.to_ascii_lowercase())
+            || token.eq_ignore_ascii_case("keep-alive")
+            || token.eq_ignore_ascii_case("upgrade")
         {
             continue;
         }
