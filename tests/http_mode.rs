@@ -593,3 +593,28 @@ fn busy_poll_is_bounded() {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
 }
+
+#[test]
+fn expect_100_continue_round_trip() {
+    // curl sends large uploads this way: head first, body after the interim 100.
+    let (wd, _) = start(&[], &[]);
+    let mut s = TcpStream::connect(("127.0.0.1", wd.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).unwrap();
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100 Continue\r\n"),
+        "{}",
+        String::from_utf8_lossy(&interim)
+    );
+    s.write_all(b"hello").unwrap();
+    let r = read_response(&mut s).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = json(&r);
+    assert_eq!(j["body"], "hello");
+    assert_eq!(j["framing"], "content-length");
+}
