@@ -618,3 +618,17 @@ fn expect_100_continue_round_trip() {
     assert_eq!(j["body"], "hello");
     assert_eq!(j["framing"], "content-length");
 }
+
+#[test]
+fn a_body_slower_than_read_timeout_gets_408() {
+    let (wd, _) = start(&[("read_timeout", "1s")], &[]);
+    let mut s = TcpStream::connect(("127.0.0.1", wd.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t = Instant::now();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhalf.")
+        .unwrap();
+    let r = read_response(&mut s).unwrap();
+    assert_eq!(r.status, 408, "{}", r.text());
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert_eq!(wd.get("/echo").unwrap().status, 200, "still serving");
+}

@@ -208,7 +208,7 @@ impl Proxy {
             path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
             headers: &parts.headers,
         };
-        let sent = pool.send(&head, body, upgrade.is_some());
+        let sent = pool.send(&head, body, upgrade.is_some(), ctx.read_deadline);
         let reply = match ctx.deadline {
             Some(d) => tokio::time::timeout_at(d, sent)
                 .await

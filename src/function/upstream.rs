@@ -81,14 +81,16 @@ impl Pool {
         }
     }
 
-    /// Sends one request and waits for the response head. A request without a body that
-    /// fails on a reused connection before any answer (the upstream closed it while it sat
-    /// idle) is sent once more on a new connection.
+    /// Sends one request and waits for the response head. The client's body must have
+    /// arrived by `read_deadline` (408 before the answer; after it, the upload is cut). A
+    /// request without a body that fails on a reused connection before any answer (the
+    /// upstream closed it while it sat idle) is sent once more on a new connection.
     pub async fn send(
         self: &Arc<Self>,
         head: &Head<'_>,
         body: ReqBody,
         upgrade: bool,
+        read_deadline: Instant,
     ) -> Result<Reply, SendError> {
         let framing = if head.headers.contains_key(header::CONTENT_LENGTH) {
             ReqFraming::Length
@@ -115,7 +117,8 @@ impl Pool {
         } else {
             let conn = self.checkout().await?;
             let chunked = framing == ReqFraming::Chunked;
-            self.exchange(conn, &wire, Some((body, chunked)), head.method, upgrade)
+            let body = Some((body, chunked, read_deadline));
+            self.exchange(conn, &wire, body, head.method, upgrade)
                 .await
                 .map_err(Failure::into_send_error)
         }
@@ -136,7 +139,11 @@ impl Pool {
             path_and_query: path,
             headers: &headers,
         };
-        match self.send(&head, crate::body::empty_req(), false).await? {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        match self
+            .send(&head, crate::body::empty_req(), false, deadline)
+            .await?
+        {
             Reply::Response(resp) => {
                 let status = resp.status();
                 let mut body = resp.into_body();
@@ -183,7 +190,7 @@ impl Pool {
         self: &Arc<Self>,
         mut conn: Conn,
         wire: &[u8],
-        body: Option<(ReqBody, bool)>,
+        body: Option<(ReqBody, bool, Instant)>,
         method: &Method,
         upgrade: bool,
     ) -> Result<Reply, Failure> {
@@ -198,8 +205,14 @@ impl Pool {
                 }
                 conn.wr = Some(wr);
             }
-            Some((body, chunked)) => {
-                pump = Some(Box::pin(send_body(wr, wire.to_vec(), body, chunked)));
+            Some((body, chunked, deadline)) => {
+                pump = Some(Box::pin(send_body(
+                    wr,
+                    wire.to_vec(),
+                    body,
+                    chunked,
+                    deadline,
+                )));
             }
         }
         // The upstream may answer before it has read the whole body (an early error, or an
@@ -293,6 +306,7 @@ async fn send_body(
     mut wire: Vec<u8>,
     mut body: ReqBody,
     chunked: bool,
+    deadline: Instant,
 ) -> Result<Wr, PumpError> {
     use http_body_util::BodyExt;
     // A body already at hand (buffered for an HMAC check, or small) goes out with the head.
@@ -329,7 +343,8 @@ async fn send_body(
         if ended {
             return Ok(wr);
         }
-        match body.frame().await {
+        let next = tokio::time::timeout_at(deadline, body.frame()).await;
+        match next.map_err(|_| PumpError::Client(Error::ReadTimeout))? {
             None => ended = true,
             Some(Err(e)) => {
                 return Err(PumpError::Client(Error::BadRequest(format!(
