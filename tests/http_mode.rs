@@ -632,3 +632,25 @@ fn a_body_slower_than_read_timeout_gets_408() {
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     assert_eq!(wd.get("/echo").unwrap().status, 200, "still serving");
 }
+
+#[test]
+fn a_stream_is_cut_when_idle_for_exec_timeout_not_while_it_flows() {
+    // /sse sends one event, then the next 2 s later. With exec_timeout=3s both arrive (the
+    // gap is shorter than the idle limit); with 1s the stream is aborted after the first.
+    let (wd, _) = start(&[("exec_timeout", "3s")], &[]);
+    let r = wd.get("/sse").unwrap();
+    assert!(!r.truncated && r.text().contains("two"), "{}", r.text());
+
+    let (wd, _) = start(&[("exec_timeout", "1s")], &[]);
+    let t = Instant::now();
+    let r = wd.get("/sse").unwrap();
+    assert_eq!(r.status, 200, "the response had started");
+    assert!(r.text().contains("one"), "{}", r.text());
+    assert!(r.truncated, "aborted, without the last chunk: {}", r.text());
+    assert!(!r.text().contains("two"), "{}", r.text());
+    assert!(
+        t.elapsed() < Duration::from_millis(1900),
+        "{:?}",
+        t.elapsed()
+    );
+}

@@ -15,12 +15,10 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Frame;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpStream, UnixStream};
 use tokio::process::Command;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
@@ -229,12 +227,13 @@ impl Proxy {
                 Ok(Response::from_parts(parts, crate::body::empty()))
             }
             Reply::Response(resp) => {
-                let (mut parts, mut body) = resp.into_parts();
+                let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers, false);
-                if let Some(idle) = ctx.exec_timeout {
-                    body.idle_limit(idle);
-                }
-                Ok(Response::from_parts(parts, body.boxed_unsync()))
+                let body = match ctx.exec_timeout {
+                    Some(idle) => IdleBody::new(body, idle).boxed_unsync(),
+                    None => body.boxed_unsync(),
+                };
+                Ok(Response::from_parts(parts, body))
             }
         }
     }
@@ -501,7 +500,7 @@ impl ReadyPoller {
                     tokio::time::timeout(Duration::from_secs(1), self.client.probe(path)).await,
                     Ok(Ok(s)) if s.is_success()
                 ),
-                None => connect(&self.upstream).await.is_ok(),
+                None => upstream::connect_stream(&self.upstream).await.is_ok(),
             };
             if ok {
                 match self.health.set_ready() {
@@ -521,19 +520,8 @@ pub struct UpstreamConnector {
     upstream: Arc<Upstream>,
 }
 
-async fn connect(upstream: &Upstream) -> io::Result<UpstreamStream> {
-    match upstream {
-        Upstream::Tcp { authority, .. } => {
-            let s = TcpStream::connect(authority.as_str()).await?;
-            let _ = s.set_nodelay(true);
-            Ok(UpstreamStream::Tcp(s))
-        }
-        Upstream::Unix(path) => Ok(UpstreamStream::Unix(UnixStream::connect(path).await?)),
-    }
-}
-
 impl tower_service::Service<Uri> for UpstreamConnector {
-    type Response = TokioIo<UpstreamStream>;
+    type Response = TokioIo<upstream::Stream>;
     type Error = io::Error;
     type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
 
@@ -544,89 +532,26 @@ impl tower_service::Service<Uri> for UpstreamConnector {
     fn call(&mut self, _uri: Uri) -> Self::Future {
         // The request URI only carries the path; where to connect is fixed by upstream_url.
         let upstream = self.upstream.clone();
-        Box::pin(async move { connect(&upstream).await.map(TokioIo::new) })
+        Box::pin(async move { upstream::connect_stream(&upstream).await.map(TokioIo::new) })
     }
 }
 
-/// A connection to the upstream.
-pub enum UpstreamStream {
-    /// `http://host:port`.
-    Tcp(TcpStream),
-    /// `unix:/path`.
-    Unix(UnixStream),
-}
-
-impl Connection for UpstreamStream {
+impl Connection for upstream::Stream {
     fn connected(&self) -> Connected {
         Connected::new()
     }
 }
 
-impl AsyncRead for UpstreamStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            UpstreamStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for UpstreamStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            UpstreamStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamStream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            UpstreamStream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamStream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            UpstreamStream::Unix(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            UpstreamStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
-}
-
 /// A response body that fails when the upstream sends nothing for `idle`: streams run as
 /// long as data flows, and a stalled one is cut off.
-struct IdleBody {
-    inner: Incoming,
+struct IdleBody<B> {
+    inner: B,
     idle: Duration,
     timer: Pin<Box<Sleep>>,
 }
 
-impl IdleBody {
-    fn new(inner: Incoming, idle: Duration) -> IdleBody {
+impl<B> IdleBody<B> {
+    fn new(inner: B, idle: Duration) -> IdleBody<B> {
         IdleBody {
             inner,
             idle,
@@ -635,7 +560,11 @@ impl IdleBody {
     }
 }
 
-impl http_body::Body for IdleBody {
+impl<B> http_body::Body for IdleBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -650,7 +579,7 @@ impl http_body::Body for IdleBody {
                 this.timer.as_mut().reset(next);
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 if this.timer.as_mut().poll(cx).is_ready() {

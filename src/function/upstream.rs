@@ -21,7 +21,7 @@ use http::{Method, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{tcp, unix, TcpStream, UnixStream};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::body::{BoxError, ReqBody};
 use crate::config::Upstream;
@@ -262,7 +262,6 @@ impl Pool {
             framing,
             reusable,
             pool: self.clone(),
-            idle: None,
         });
         *resp.status_mut() = status;
         *resp.headers_mut() = headers;
@@ -487,8 +486,8 @@ impl Conn {
     fn looks_open(&self) -> bool {
         let mut probe = [0u8; 1];
         let res = match &self.rd {
-            Rd::Tcp(r) => r.try_read(&mut probe),
-            Rd::Unix(r) => r.try_read(&mut probe),
+            Sock::Tcp(r) => r.try_read(&mut probe),
+            Sock::Unix(r) => r.try_read(&mut probe),
         };
         matches!(res, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
@@ -586,22 +585,16 @@ fn poll_fill(rd: &mut Rd, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::
 
 /// A response body read from the upstream connection as the client takes it. At its end the
 /// connection goes back to the pool (when the exchange left it clean); dropped early, the
-/// connection is closed. With an idle limit, a stream that sends nothing for that long fails.
+/// connection is closed.
 pub struct UpstreamBody {
     conn: Option<Conn>,
     pump: Option<Pump>,
     framing: RespFraming,
     reusable: bool,
     pool: Arc<Pool>,
-    idle: Option<(Duration, Pin<Box<Sleep>>)>,
 }
 
 impl UpstreamBody {
-    /// Fails the body when the upstream sends nothing for `idle`.
-    pub fn idle_limit(&mut self, idle: Duration) {
-        self.idle = Some((idle, Box::pin(tokio::time::sleep(idle))));
-    }
-
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(None);
@@ -766,9 +759,6 @@ impl http_body::Body for UpstreamBody {
                 if this.framing == RespFraming::Done {
                     // The server may not poll again once the body says it has ended.
                     this.finish();
-                } else if let Some((idle, timer)) = this.idle.as_mut() {
-                    let next = Instant::now() + *idle;
-                    timer.as_mut().reset(next);
                 }
                 Poll::Ready(Some(Ok(Frame::data(data))))
             }
@@ -780,16 +770,7 @@ impl http_body::Body for UpstreamBody {
                 this.conn = None;
                 Poll::Ready(Some(Err(e)))
             }
-            Poll::Pending => {
-                if let Some((idle, timer)) = this.idle.as_mut() {
-                    if timer.as_mut().poll(cx).is_ready() {
-                        tracing::warn!(idle = ?idle, "upstream stream idle too long; response aborted");
-                        this.conn = None;
-                        return Poll::Ready(Some(Err("upstream idle timeout".into())));
-                    }
-                }
-                Poll::Pending
-            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -856,18 +837,28 @@ impl AsyncWrite for Upgraded {
     }
 }
 
-/// Opens a new connection to the upstream.
-async fn connect(upstream: &Upstream) -> io::Result<Conn> {
-    let (rd, wr) = match upstream {
+/// Opens a new connection to the upstream (TCP with Nagle off, or a unix socket).
+pub async fn connect_stream(upstream: &Upstream) -> io::Result<Stream> {
+    match upstream {
         Upstream::Tcp { authority, .. } => {
             let s = TcpStream::connect(authority.as_str()).await?;
             let _ = s.set_nodelay(true);
-            let (r, w) = s.into_split();
-            (Rd::Tcp(r), Wr::Tcp(w))
+            Ok(Sock::Tcp(s))
         }
-        Upstream::Unix(path) => {
-            let (r, w) = UnixStream::connect(path).await?.into_split();
-            (Rd::Unix(r), Wr::Unix(w))
+        Upstream::Unix(path) => Ok(Sock::Unix(UnixStream::connect(path).await?)),
+    }
+}
+
+/// A new connection, split so the body can be sent while the answer is read.
+async fn connect(upstream: &Upstream) -> io::Result<Conn> {
+    let (rd, wr) = match connect_stream(upstream).await? {
+        Sock::Tcp(s) => {
+            let (r, w) = s.into_split();
+            (Sock::Tcp(r), Sock::Tcp(w))
+        }
+        Sock::Unix(s) => {
+            let (r, w) = s.into_split();
+            (Sock::Unix(r), Sock::Unix(w))
         }
     };
     Ok(Conn {
@@ -878,54 +869,73 @@ async fn connect(upstream: &Upstream) -> io::Result<Conn> {
     })
 }
 
-/// The read half of an upstream connection.
-enum Rd {
-    Tcp(tcp::OwnedReadHalf),
-    Unix(unix::OwnedReadHalf),
+/// A connection to the upstream, or one half of it: over TCP or a unix socket.
+pub enum Sock<T, U> {
+    /// `http://host:port`.
+    Tcp(T),
+    /// `unix:/path`.
+    Unix(U),
 }
 
-/// The write half of an upstream connection.
-enum Wr {
-    Tcp(tcp::OwnedWriteHalf),
-    Unix(unix::OwnedWriteHalf),
-}
+/// A whole connection to the upstream.
+pub type Stream = Sock<TcpStream, UnixStream>;
+type Rd = Sock<tcp::OwnedReadHalf, unix::OwnedReadHalf>;
+type Wr = Sock<tcp::OwnedWriteHalf, unix::OwnedWriteHalf>;
 
-impl AsyncRead for Rd {
+impl<T: AsyncRead + Unpin, U: AsyncRead + Unpin> AsyncRead for Sock<T, U> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Rd::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Rd::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Sock::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Sock::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
 
-impl AsyncWrite for Wr {
+impl<T: AsyncWrite + Unpin, U: AsyncWrite + Unpin> AsyncWrite for Sock<T, U> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Wr::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Wr::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Sock::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Sock::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Sock::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Sock::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Sock::Tcp(s) => s.is_write_vectored(),
+            Sock::Unix(s) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Wr::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Wr::Unix(s) => Pin::new(s).poll_flush(cx),
+            Sock::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Sock::Unix(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Wr::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Wr::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Sock::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Sock::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
