@@ -476,6 +476,10 @@ fn every_response_framing_passes_through() {
     assert!(!r.truncated, "chunked body ends with its last chunk");
     // The connection behind a trailer section is clean and reused.
     assert_eq!(wd.get("/echo").unwrap().status, 200);
+    // Transfer-Encoding wins over a Content-Length beside it, which is not passed on.
+    let r = wd.get("/te-and-cl").unwrap();
+    assert_eq!(r.text(), "hello");
+    assert!(r.header("content-length").is_none(), "{:?}", r.headers);
     let r = wd.get("/garbage").unwrap();
     assert_eq!(r.status, 502);
     assert!(r.text().contains("invalid response"), "{}", r.text());

@@ -16,6 +16,7 @@ Usage: upstream.py (PORT | unix:/path.sock) [--delay SECONDS] [--sigterm-file PA
 /stream-echo  echoes a chunked request body back chunk by chunk as it arrives
 /early  413 without reading the body
 /garbage   something that is not HTTP
+/te-and-cl a chunked body that also claims a (wrong) Content-Length
 /echo also answers HEAD (headers only) and reports the client's port as "peer_port".
 """
 
@@ -135,6 +136,14 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/early":
             self.send(413, b"too big for me", "text/plain")
             self.close_connection = True
+            return
+        if path == "/te-and-cl":
+            self.send_response(200)
+            self.send_header("Content-Length", "3")
+            self.send_header("Content-Length", "3")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"5\r\nhello\r\n0\r\n\r\n")
             return
         if path == "/garbage":
             self.wfile.write(b"NOT HTTP AT ALL\r\n\r\n")

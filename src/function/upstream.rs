@@ -253,8 +253,18 @@ impl Pool {
             *resp.headers_mut() = headers;
             return Ok(Reply::Upgraded(resp, Upgraded { conn }));
         }
+        let mut headers = headers;
         let framing = response_framing(method, status, &headers)
             .map_err(|why| Failure::Broken(why.to_string()))?;
+        if headers.contains_key(header::TRANSFER_ENCODING) {
+            // Transfer-Encoding overrides Content-Length (RFC 9112 6.3); passed on, the
+            // stale length would contradict the body the client gets.
+            headers.remove(header::CONTENT_LENGTH);
+        } else if let RespFraming::Length(n) = framing {
+            if headers.get_all(header::CONTENT_LENGTH).iter().count() > 1 {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            }
+        }
         let reusable = keep_alive && !matches!(framing, RespFraming::Close);
         let mut resp = http::Response::new(UpstreamBody {
             conn: Some(conn),
