@@ -48,6 +48,7 @@ fn round_trip_method_path_query_headers() {
         .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-upstream"), Some("yes"));
+    assert_eq!(r.header("x-empty"), Some(""), "empty header values pass");
     assert!(
         r.header("keep-alive").is_none(),
         "hop-by-hop response header stripped"

@@ -183,7 +183,7 @@ class Handler(BaseHTTPRequestHandler):
             "body": body.decode("latin-1"),
             "peer_port": self.client_address[1],
         }
-        self.send(200, json.dumps(report).encode(), extra={"X-Upstream": "yes", "Keep-Alive": "timeout=5"})
+        self.send(200, json.dumps(report).encode(), extra={"X-Upstream": "yes", "Keep-Alive": "timeout=5", "X-Empty": ""})
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = handle_any
 

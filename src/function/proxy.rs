@@ -547,7 +547,9 @@ impl Connection for upstream::Stream {
 struct IdleBody<B> {
     inner: B,
     idle: Duration,
-    timer: Pin<Box<Sleep>>,
+    /// Started the first time the body has to wait: most small bodies never do, and a timer
+    /// per response was a measurable cost.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<B> IdleBody<B> {
@@ -555,7 +557,7 @@ impl<B> IdleBody<B> {
         IdleBody {
             inner,
             idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
+            timer: None,
         }
     }
 }
@@ -575,14 +577,19 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                let next = Instant::now() + this.idle;
-                this.timer.as_mut().reset(next);
+                if let Some(timer) = this.timer.as_mut() {
+                    timer.as_mut().reset(Instant::now() + this.idle);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                if this.timer.as_mut().poll(cx).is_ready() {
+                let idle = this.idle;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if timer.as_mut().poll(cx).is_ready() {
                     tracing::warn!(idle = ?this.idle, "upstream stream idle too long; response aborted");
                     return Poll::Ready(Some(Err("upstream idle timeout".into())));
                 }

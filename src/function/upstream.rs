@@ -514,10 +514,28 @@ impl Conn {
                         let code = resp.code.unwrap_or(0);
                         let status = StatusCode::from_u16(code)
                             .map_err(|_| Failure::Broken(format!("upstream sent status {code}")))?;
-                        let mut headers = HeaderMap::with_capacity(resp.headers.len());
-                        for h in resp.headers.iter() {
-                            let name = HeaderName::from_bytes(h.name.as_bytes());
-                            let value = HeaderValue::from_bytes(h.value);
+                        let version = resp.version.unwrap_or(1);
+                        // Header values become slices of the head's bytes instead of copies.
+                        let base = self.buf.as_ptr() as usize;
+                        // Where a slice httparse returned sits in the head (empty if it is
+                        // empty or, which httparse never does, elsewhere).
+                        let span = |part: &[u8]| {
+                            let start = (part.as_ptr() as usize).wrapping_sub(base);
+                            match start.checked_add(part.len()) {
+                                Some(end) if !part.is_empty() && end <= len => (start, end),
+                                _ => (0, 0),
+                            }
+                        };
+                        let mut spans = [((0, 0), (0, 0)); MAX_HEADERS];
+                        let count = resp.headers.len();
+                        for (slot, h) in spans.iter_mut().zip(resp.headers.iter()) {
+                            *slot = (span(h.name.as_bytes()), span(h.value));
+                        }
+                        let head = self.buf.split_to(len).freeze();
+                        let mut headers = HeaderMap::with_capacity(count);
+                        for &((n0, n1), (v0, v1)) in &spans[..count] {
+                            let name = HeaderName::from_bytes(&head[n0..n1]);
+                            let value = HeaderValue::from_maybe_shared(head.slice(v0..v1));
                             match (name, value) {
                                 (Ok(n), Ok(v)) => {
                                     headers.append(n, v);
@@ -529,8 +547,7 @@ impl Conn {
                                 }
                             }
                         }
-                        let keep_alive = keeps_alive(resp.version.unwrap_or(1), &headers);
-                        self.buf.advance(len);
+                        let keep_alive = keeps_alive(version, &headers);
                         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
                             continue;
                         }
