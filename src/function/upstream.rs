@@ -532,7 +532,9 @@ impl Conn {
                             *slot = (span(h.name.as_bytes()), span(h.value));
                         }
                         let head = self.buf.split_to(len).freeze();
-                        let mut headers = HeaderMap::with_capacity(count);
+                        // Room for the two headers the watchdog adds (X-Duration-Seconds,
+                        // X-Call-Id) without growing the map.
+                        let mut headers = HeaderMap::with_capacity(count + 2);
                         for &((n0, n1), (v0, v1)) in &spans[..count] {
                             let name = HeaderName::from_bytes(&head[n0..n1]);
                             let value = HeaderValue::from_maybe_shared(head.slice(v0..v1));
