@@ -659,3 +659,20 @@ fn a_stream_is_cut_when_idle_for_exec_timeout_not_while_it_flows() {
         t.elapsed()
     );
 }
+
+#[test]
+fn the_upstream_does_not_outlive_a_killed_watchdog() {
+    // SIGKILL leaves the watchdog no chance to stop its function; the kernel does it.
+    let tag = marker("orphan");
+    let (mut wd, _) = start(&[], &[tag.as_str()]);
+    assert_eq!(wd.get("/echo").unwrap().status, 200);
+    let upstream = pids_with_marker(&tag);
+    assert_eq!(upstream.len(), 1, "{upstream:?}");
+    wd.child.kill().unwrap();
+    let _ = wd.child.wait();
+    assert!(
+        eventually(Duration::from_secs(3), || pids_with_marker(&tag).is_empty()),
+        "upstream still running: {:?}",
+        pids_with_marker(&tag)
+    );
+}
