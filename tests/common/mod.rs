@@ -15,8 +15,27 @@ use std::time::{Duration, Instant};
 /// Path of the binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_fwatchdog");
 
-/// A free TCP port on loopback (bound and released).
+/// A free TCP port on loopback (bound and released), below the kernel's ephemeral range:
+/// a port from that range can be taken meanwhile as the local end of any outgoing
+/// connection (the tests make thousands), which made a server that binds late (an upstream
+/// with a start-up delay) fail now and then.
 pub fn free_port() -> u16 {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<usize>().ok())
+        .unwrap_or(32768);
+    if low > 12000 {
+        // Spread test processes apart, then walk: 10000 ports below the range.
+        let start = (std::process::id() as usize * 7919) % 10000;
+        for _ in 0..10000 {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let port = (low - 10000 + (start + n) % 10000) as u16;
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
