@@ -23,3 +23,10 @@ p50_us() { awk '/^ +50%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); print v} else if
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 pct() { python3 -c "print(f'{100*$1/$2:.0f}')"; }
+# Leftover servers and watchdogs (from killed test runs, say) wake up on their own and skew
+# every figure on a small VM; say so before measuring.
+stray=$(pgrep -fc 'tests/upstream.py|target/debug/fwatchdog' || true)
+if [ "${stray:-0}" -gt 0 ]; then
+  echo "warning: $stray leftover test processes are running (pgrep -fa 'tests/upstream.py|target/debug/fwatchdog'); figures will be low" >&2
+fi
+echo "machine: load average $(cut -d' ' -f1-3 /proc/loadavg), $(ls -d /proc/[0-9]* | wc -l) processes" >&2
