@@ -92,35 +92,29 @@ impl Pool {
         upgrade: bool,
         read_deadline: Instant,
     ) -> Result<Reply, SendError> {
-        let framing = if head.headers.contains_key(header::CONTENT_LENGTH) {
-            ReqFraming::Length
-        } else if http_body::Body::is_end_stream(&body) {
-            ReqFraming::Empty
-        } else {
-            ReqFraming::Chunked
-        };
+        let has_body = !body.is_end_stream();
+        // The client's framing is kept: Content-Length as it came, anything else chunked.
+        let chunked = has_body && !head.headers.contains_key(header::CONTENT_LENGTH);
         let mut wire = Vec::with_capacity(512);
-        write_head(&mut wire, head, framing == ReqFraming::Chunked);
-        if framing == ReqFraming::Empty || http_body::Body::is_end_stream(&body) {
-            let conn = self.checkout().await?;
-            let reused = conn.reused;
-            match self.exchange(conn, &wire, None, head.method, upgrade).await {
-                Err(Failure::BeforeAnswer(why)) if reused => {
-                    tracing::debug!(error = %why, "idle upstream connection was closed; retrying");
-                    let conn = connect(&self.upstream).await.map_err(connect_error)?;
-                    self.exchange(conn, &wire, None, head.method, upgrade)
-                        .await
-                        .map_err(Failure::into_send_error)
-                }
-                other => other.map_err(Failure::into_send_error),
-            }
-        } else {
-            let conn = self.checkout().await?;
-            let chunked = framing == ReqFraming::Chunked;
+        write_head(&mut wire, head, chunked);
+        let conn = self.checkout().await?;
+        if has_body {
             let body = Some((body, chunked, read_deadline));
-            self.exchange(conn, &wire, body, head.method, upgrade)
+            return self
+                .exchange(conn, &wire, body, head.method, upgrade)
                 .await
-                .map_err(Failure::into_send_error)
+                .map_err(Failure::into_send_error);
+        }
+        let reused = conn.reused;
+        match self.exchange(conn, &wire, None, head.method, upgrade).await {
+            Err(Failure::BeforeAnswer(why)) if reused => {
+                tracing::debug!(error = %why, "idle upstream connection was closed; retrying");
+                let conn = connect(&self.upstream).await.map_err(connect_error)?;
+                self.exchange(conn, &wire, None, head.method, upgrade)
+                    .await
+                    .map_err(Failure::into_send_error)
+            }
+            other => other.map_err(Failure::into_send_error),
         }
     }
 
@@ -310,6 +304,8 @@ enum PumpError {
 type Pump = Pin<Box<dyn Future<Output = Result<Wr, PumpError>> + Send>>;
 
 /// Writes the head and then the body as the client sends it, in the client's framing.
+/// Frames already at hand (a body buffered for an HMAC check, a small one) join the bytes
+/// waiting to go out, so head and body often leave in one write.
 async fn send_body(
     mut wr: Wr,
     mut wire: Vec<u8>,
@@ -318,62 +314,55 @@ async fn send_body(
     deadline: Instant,
 ) -> Result<Wr, PumpError> {
     use http_body_util::BodyExt;
-    // A body already at hand (buffered for an HMAC check, or small) goes out with the head.
-    let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
-    let mut ended = matches!(first, Poll::Ready(None));
-    let mut pending = match first {
-        Poll::Ready(Some(Ok(frame))) => frame.into_data().ok(),
-        Poll::Ready(Some(Err(e))) => {
-            return Err(PumpError::Client(Error::BadRequest(format!(
-                "reading body: {e}"
-            ))))
-        }
-        Poll::Ready(None) => None,
-        Poll::Pending => None,
-    };
-    ended = ended || body.is_end_stream();
-    loop {
-        if let Some(data) = pending.take().filter(|d| !d.is_empty()) {
-            if chunked {
-                wire.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                wire.extend_from_slice(&data);
-                wire.extend_from_slice(b"\r\n");
-            } else {
-                wire.extend_from_slice(&data);
+    /// Bytes gathered before they are written even if more frames are at hand.
+    const GATHER: usize = 64 * 1024;
+    let mut ended = body.is_end_stream();
+    while !ended {
+        let ready = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx)));
+        let frame = match ready.await {
+            Poll::Ready(frame) if wire.len() < GATHER => frame,
+            // Nothing at hand (or enough gathered): send what waits, then wait for more.
+            waiting => {
+                if !wire.is_empty() {
+                    wr.write_all(&wire).await.map_err(PumpError::Upstream)?;
+                    wire.clear();
+                }
+                match waiting {
+                    Poll::Ready(frame) => frame,
+                    Poll::Pending => tokio::time::timeout_at(deadline, body.frame())
+                        .await
+                        .map_err(|_| PumpError::Client(Error::ReadTimeout))?,
+                }
             }
-        }
-        if ended && chunked {
-            wire.extend_from_slice(b"0\r\n\r\n");
-        }
-        if !wire.is_empty() {
-            wr.write_all(&wire).await.map_err(PumpError::Upstream)?;
-            wire.clear();
-        }
-        if ended {
-            return Ok(wr);
-        }
-        let next = tokio::time::timeout_at(deadline, body.frame()).await;
-        match next.map_err(|_| PumpError::Client(Error::ReadTimeout))? {
+        };
+        match frame {
             None => ended = true,
             Some(Err(e)) => {
-                return Err(PumpError::Client(Error::BadRequest(format!(
-                    "reading body: {e}"
-                ))))
+                let why = format!("reading body: {e}");
+                return Err(PumpError::Client(Error::BadRequest(why)));
             }
             Some(Ok(frame)) => {
                 // Trailers are dropped: few upstreams read them.
-                pending = frame.into_data().ok();
+                if let Some(data) = frame.into_data().ok().filter(|d| !d.is_empty()) {
+                    if chunked {
+                        wire.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                        wire.extend_from_slice(&data);
+                        wire.extend_from_slice(b"\r\n");
+                    } else {
+                        wire.extend_from_slice(&data);
+                    }
+                }
                 ended = body.is_end_stream();
             }
         }
     }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum ReqFraming {
-    Empty,
-    Length,
-    Chunked,
+    if chunked {
+        wire.extend_from_slice(b"0\r\n\r\n");
+    }
+    if !wire.is_empty() {
+        wr.write_all(&wire).await.map_err(PumpError::Upstream)?;
+    }
+    Ok(wr)
 }
 
 fn write_head(dst: &mut Vec<u8>, head: &Head<'_>, chunked: bool) {
@@ -506,95 +495,93 @@ impl Conn {
     fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<ParsedHead, Failure>> {
         let mut read_any = !self.buf.is_empty();
         loop {
-            if !self.buf.is_empty() {
-                let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let mut resp = httparse::Response::new(&mut storage);
-                match resp.parse(&self.buf) {
-                    Ok(httparse::Status::Complete(len)) => {
-                        let code = resp.code.unwrap_or(0);
-                        let status = StatusCode::from_u16(code)
-                            .map_err(|_| Failure::Broken(format!("upstream sent status {code}")))?;
-                        let version = resp.version.unwrap_or(1);
-                        // Header values become slices of the head's bytes instead of copies.
-                        let base = self.buf.as_ptr() as usize;
-                        // Where a slice httparse returned sits in the head (empty if it is
-                        // empty or, which httparse never does, elsewhere).
-                        let span = |part: &[u8]| {
-                            let start = (part.as_ptr() as usize).wrapping_sub(base);
-                            match start.checked_add(part.len()) {
-                                Some(end) if !part.is_empty() && end <= len => (start, end),
-                                _ => (0, 0),
-                            }
-                        };
-                        let mut spans = [((0, 0), (0, 0)); MAX_HEADERS];
-                        let count = resp.headers.len();
-                        for (slot, h) in spans.iter_mut().zip(resp.headers.iter()) {
-                            *slot = (span(h.name.as_bytes()), span(h.value));
-                        }
-                        let head = self.buf.split_to(len).freeze();
-                        // Room for the two headers the watchdog adds (X-Duration-Seconds,
-                        // X-Call-Id) without growing the map.
-                        let mut headers = HeaderMap::with_capacity(count + 2);
-                        for &((n0, n1), (v0, v1)) in &spans[..count] {
-                            let name = HeaderName::from_bytes(&head[n0..n1]);
-                            let value = HeaderValue::from_maybe_shared(head.slice(v0..v1));
-                            match (name, value) {
-                                (Ok(n), Ok(v)) => {
-                                    headers.append(n, v);
-                                }
-                                _ => {
-                                    return Poll::Ready(Err(Failure::Broken(
-                                        "upstream sent an invalid header".into(),
-                                    )))
-                                }
-                            }
-                        }
-                        let keep_alive = keeps_alive(version, &headers);
-                        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
-                            continue;
-                        }
-                        return Poll::Ready(Ok(ParsedHead {
-                            status,
-                            headers,
-                            keep_alive,
-                        }));
-                    }
-                    Ok(httparse::Status::Partial) if self.buf.len() < MAX_HEAD => {}
-                    Ok(httparse::Status::Partial) => {
-                        return Poll::Ready(Err(Failure::Broken(
-                            "upstream response head too large".into(),
-                        )))
-                    }
-                    Err(e) => {
-                        return Poll::Ready(Err(Failure::Broken(format!(
-                            "upstream sent an invalid response: {e}"
-                        ))))
-                    }
+            while let Some(head) = parse_head(&mut self.buf)? {
+                let interim = head.status.is_informational()
+                    && head.status != StatusCode::SWITCHING_PROTOCOLS;
+                if !interim {
+                    return Poll::Ready(Ok(head));
                 }
             }
+            // Only a connection that gave nothing back may take the request again.
+            let failed = |why: String| {
+                if read_any {
+                    Failure::Broken(why)
+                } else {
+                    Failure::BeforeAnswer(why)
+                }
+            };
             match ready!(poll_fill(&mut self.rd, &mut self.buf, cx)) {
-                Ok(0) if !read_any => {
-                    return Poll::Ready(Err(Failure::BeforeAnswer(
-                        "upstream closed the connection without answering".into(),
-                    )))
+                Ok(0) if read_any => {
+                    let why = "upstream closed the connection mid-response";
+                    return Poll::Ready(Err(failed(why.into())));
                 }
                 Ok(0) => {
-                    return Poll::Ready(Err(Failure::Broken(
-                        "upstream closed the connection mid-response".into(),
-                    )))
+                    let why = "upstream closed the connection without answering";
+                    return Poll::Ready(Err(failed(why.into())));
                 }
                 Ok(_) => read_any = true,
-                Err(e) if !read_any => {
-                    return Poll::Ready(Err(Failure::BeforeAnswer(format!(
-                        "reading response: {e}"
-                    ))))
-                }
-                Err(e) => {
-                    return Poll::Ready(Err(Failure::Broken(format!("reading response: {e}"))))
-                }
+                Err(e) => return Poll::Ready(Err(failed(format!("reading response: {e}")))),
             }
         }
     }
+}
+
+/// Takes a complete response head off the front of `buf`, or `None` while it is partial.
+/// Header values become slices of the head's bytes instead of copies.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<ParsedHead>, Failure> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut storage);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
+        Ok(httparse::Status::Partial) => {
+            return Err(Failure::Broken("upstream response head too large".into()))
+        }
+        Err(e) => {
+            let why = format!("upstream sent an invalid response: {e}");
+            return Err(Failure::Broken(why));
+        }
+    };
+    let code = resp.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code)
+        .map_err(|_| Failure::Broken(format!("upstream sent status {code}")))?;
+    let version = resp.version.unwrap_or(1);
+    // Where a slice httparse returned sits in the head (empty if it is empty or, which
+    // httparse never does, elsewhere).
+    let base = buf.as_ptr() as usize;
+    let span = |part: &[u8]| {
+        let start = (part.as_ptr() as usize).wrapping_sub(base);
+        match start.checked_add(part.len()) {
+            Some(end) if !part.is_empty() && end <= len => (start, end),
+            _ => (0, 0),
+        }
+    };
+    let mut spans = [((0, 0), (0, 0)); MAX_HEADERS];
+    let count = resp.headers.len();
+    for (slot, h) in spans.iter_mut().zip(resp.headers.iter()) {
+        *slot = (span(h.name.as_bytes()), span(h.value));
+    }
+    let head = buf.split_to(len).freeze();
+    // Room for the two headers the watchdog adds (X-Duration-Seconds, X-Call-Id) without
+    // growing the map.
+    let mut headers = HeaderMap::with_capacity(count + 2);
+    for &((n0, n1), (v0, v1)) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[n0..n1]);
+        let value = HeaderValue::from_maybe_shared(head.slice(v0..v1));
+        let (Ok(name), Ok(value)) = (name, value) else {
+            return Err(Failure::Broken("upstream sent an invalid header".into()));
+        };
+        headers.append(name, value);
+    }
+    let keep_alive = keeps_alive(version, &headers);
+    Ok(Some(ParsedHead {
+        status,
+        headers,
+        keep_alive,
+    }))
 }
 
 /// Reads whatever is available into the spare capacity of `buf`.
