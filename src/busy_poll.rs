@@ -68,17 +68,18 @@ pub fn enable(before: &HashSet<RawFd>, after: &HashSet<RawFd>, budget: Duration)
     if new.is_empty() || new.len() > DRIVER_FDS.len() {
         return false;
     }
-    BUDGET_NS.store(budget.as_nanos() as u64, Ordering::Relaxed);
     for (slot, fd) in DRIVER_FDS.iter().zip(new) {
         slot.store(fd, Ordering::Release);
     }
+    // Last: worker threads may already be parking, and poll only once this is set.
+    BUDGET_NS.store(budget.as_nanos() as u64, Ordering::Release);
     true
 }
 
 /// The `on_thread_park` part: returns as soon as the runtime has an event waiting, or when
 /// the budget is spent.
 pub fn spin() {
-    let budget = Duration::from_nanos(BUDGET_NS.load(Ordering::Relaxed));
+    let budget = Duration::from_nanos(BUDGET_NS.load(Ordering::Acquire));
     if budget.is_zero() {
         return;
     }
@@ -98,13 +99,17 @@ pub fn spin() {
 
 /// Polls the runtime's descriptors until one is ready (true) or `budget` is spent (false).
 fn poll_for(budget: Duration) -> bool {
-    let mut fds: Vec<PollFd> = DRIVER_FDS
-        .iter()
-        .map(|slot| slot.load(Ordering::Acquire))
-        .filter(|&fd| fd >= 0)
-        // SAFETY: the descriptors belong to the runtime, which outlives its park hook.
-        .map(|fd| PollFd::new(unsafe { BorrowedFd::borrow_raw(fd) }, PollFlags::POLLIN))
-        .collect();
+    // On the stack, as this runs every time the thread runs out of work. An unused second
+    // slot repeats the first descriptor (enable stores at least one).
+    let first = DRIVER_FDS[0].load(Ordering::Acquire);
+    if first < 0 {
+        return false;
+    }
+    let second = DRIVER_FDS[1].load(Ordering::Acquire);
+    let second = if second >= 0 { second } else { first };
+    // SAFETY: the descriptors belong to the runtime, which outlives its park hook.
+    let fd = |raw| PollFd::new(unsafe { BorrowedFd::borrow_raw(raw) }, PollFlags::POLLIN);
+    let mut fds = [fd(first), fd(second)];
     let start = Instant::now();
     loop {
         match poll(&mut fds, PollTimeout::ZERO) {

@@ -154,17 +154,9 @@ impl Proxy {
         }
         if !self.health.is_ready() {
             // Requests that arrive while the function starts wait for it, within exec_timeout.
-            let wait = self.health.wait_ready();
-            let ready = match ctx.deadline {
-                Some(d) => tokio::time::timeout_at(d, wait).await.is_ok(),
-                None => {
-                    wait.await;
-                    true
-                }
-            };
-            if !ready {
-                return Err(Error::Unavailable("function not ready within exec_timeout"));
-            }
+            within(ctx.deadline, self.health.wait_ready())
+                .await
+                .ok_or(Error::Unavailable("function not ready within exec_timeout"))?;
         }
         match &self.client {
             UpstreamClient::H1(pool) => self.handle_h1(pool, req, ctx).await,
@@ -208,12 +200,9 @@ impl Proxy {
             headers: &parts.headers,
         };
         let sent = pool.send(&head, body, upgrade.is_some(), ctx.read_deadline);
-        let reply = match ctx.deadline {
-            Some(d) => tokio::time::timeout_at(d, sent)
-                .await
-                .map_err(|_| Error::Timeout(ctx.timeout()))?,
-            None => sent.await,
-        };
+        let reply = within(ctx.deadline, sent)
+            .await
+            .ok_or(Error::Timeout(ctx.timeout()))?;
         let reply = reply.map_err(|e| match e {
             SendError::Client(e) => e,
             SendError::Upstream(why) => self.upstream_failed(why),
@@ -227,15 +216,7 @@ impl Proxy {
                 strip_hop_by_hop(&mut parts.headers, true);
                 Ok(Response::from_parts(parts, crate::body::empty()))
             }
-            Reply::Response(resp) => {
-                let (mut parts, body) = resp.into_parts();
-                strip_hop_by_hop(&mut parts.headers, false);
-                let body = match ctx.exec_timeout {
-                    Some(idle) => IdleBody::new(body, idle).boxed_unsync(),
-                    None => body.boxed_unsync(),
-                };
-                Ok(Response::from_parts(parts, body))
-            }
+            Reply::Response(resp) => Ok(to_client(resp, ctx)),
         }
     }
 
@@ -264,21 +245,11 @@ impl Proxy {
         parts.headers.remove(header::HOST);
         let body = self.maybe_buffer(&mut parts.headers, body, ctx).await?;
         let sent = client.request(Request::from_parts(parts, body));
-        let resp = match ctx.deadline {
-            Some(d) => match tokio::time::timeout_at(d, sent).await {
-                Ok(r) => r,
-                Err(_) => return Err(Error::Timeout(ctx.timeout())),
-            },
-            None => sent.await,
-        };
-        let resp = resp.map_err(|e| self.upstream_failed(error_chain(&e)))?;
-        let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers, false);
-        let body = match ctx.exec_timeout {
-            Some(idle) => IdleBody::new(body, idle).boxed_unsync(),
-            None => body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync(),
-        };
-        Ok(Response::from_parts(parts, body))
+        let resp = within(ctx.deadline, sent)
+            .await
+            .ok_or(Error::Timeout(ctx.timeout()))?
+            .map_err(|e| self.upstream_failed(error_chain(&e)))?;
+        Ok(to_client(resp, ctx))
     }
 
     fn upstream_failed(&self, why: String) -> Error {
@@ -308,6 +279,30 @@ impl Proxy {
             .map_err(|e| match e {})
             .boxed_unsync())
     }
+}
+
+/// `fut`'s output, or `None` if `deadline` passes first.
+async fn within<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
+        None => Some(fut.await),
+    }
+}
+
+/// The upstream's response as the client gets it: hop-by-hop headers gone, and the body
+/// bounded by `exec_timeout` as an idle limit.
+fn to_client<B>(resp: Response<B>, ctx: &Ctx) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    let body = match ctx.exec_timeout {
+        Some(idle) => IdleBody::new(body, idle).boxed_unsync(),
+        None => body.map_err(Into::into).boxed_unsync(),
+    };
+    Response::from_parts(parts, body)
 }
 
 /// The host the client addressed: its Host header, or (HTTP/2) the URI's authority.
