@@ -82,31 +82,24 @@ fn content_length_framing_is_preserved() {
     assert!(j["headers"].get("transfer-encoding").is_none());
 
     // A chunked request stays chunked.
-    let r = wd
-        .request(
-            "POST",
-            "/echo",
-            &[("Transfer-Encoding", "chunked")],
-            b"5\r\nhello\r\n0\r\n\r\n",
-        )
-        .unwrap();
-    let j = json(&r);
+    let j = post_chunked_hello(&wd);
     assert_eq!(j["framing"], "chunked");
     assert_eq!(j["body"], "hello");
 
     // buffer_http turns a chunked request into Content-Length.
     let (wd, _) = start(&[("buffer_http", "true")], &[]);
-    let r = wd
-        .request(
-            "POST",
-            "/echo",
-            &[("Transfer-Encoding", "chunked")],
-            b"5\r\nhello\r\n0\r\n\r\n",
-        )
-        .unwrap();
-    let j = json(&r);
+    let j = post_chunked_hello(&wd);
     assert_eq!(j["framing"], "content-length");
     assert_eq!(j["body"], "hello");
+}
+
+/// What /echo saw of a chunked POST of "hello".
+fn post_chunked_hello(wd: &Watchdog) -> serde_json::Value {
+    let chunked = [("Transfer-Encoding", "chunked")];
+    let r = wd
+        .request("POST", "/echo", &chunked, b"5\r\nhello\r\n0\r\n\r\n")
+        .unwrap();
+    json(&r)
 }
 
 #[test]
