@@ -152,7 +152,7 @@ async fn call_function(
     let mut timer = app.metrics.start(&method);
     let Some(slot) = app.health.try_acquire() else {
         let resp = Error::TooManyRequests(app.health.max_inflight()).into_response();
-        log_request(app, &method, &path, resp.status(), received, None);
+        log_request(app, &method, &path, resp.status(), received.elapsed(), None);
         timer.set_status(resp.status().as_u16());
         return resp;
     };
@@ -196,7 +196,7 @@ async fn call_function(
     if let Ok(v) = HeaderValue::from_str(&call_id) {
         h.insert("x-call-id", v);
     }
-    log_request(app, &method, &path, resp.status(), received, Some(&call_id));
+    log_request(app, &method, &path, resp.status(), elapsed, Some(&call_id));
     timer.set_status(resp.status().as_u16());
     resp.map(|b| Guarded::wrap(b, (slot, timer)))
 }
@@ -209,12 +209,12 @@ fn log_request(
     method: &Method,
     path: &str,
     status: StatusCode,
-    received: Instant,
+    elapsed: Duration,
     call_id: Option<&str>,
 ) {
     use std::fmt::Write;
     let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
-    let duration = received.elapsed().as_secs_f64();
+    let duration = elapsed.as_secs_f64();
     let call_id = call_id.unwrap_or("-");
     let status = status.as_u16();
     let mut line = String::with_capacity(160);
