@@ -248,6 +248,31 @@ pub fn write_line(stream: &str, line: &[u8], opts: LogOptions) {
     crate::logbuf::write(&out);
 }
 
+/// Asks the kernel to SIGKILL the function process if the watchdog dies without stopping
+/// it (SIGKILL, OOM kill). In a container that ends everything anyway; run directly (local
+/// runs, tests) an orphaned server would otherwise keep its port and run on for ever.
+/// The signal follows the death of the thread that spawned the child, so spawn from a thread
+/// that lives as long as the watchdog (http mode: the main thread, the runtime's only one).
+/// Not for fork modes: a pre-exec hook rules out posix_spawn, their fast path.
+pub fn die_with_the_watchdog(cmd: &mut Command) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs between fork and exec and only makes two async-signal-safe
+    // system calls (prctl, getppid).
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(io::Error::from)?;
+            // The watchdog may have died before the request above took effect.
+            if nix::unistd::getppid() != parent {
+                return Err(io::Error::other(
+                    "watchdog gone before the function started",
+                ));
+            }
+            Ok(())
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::take_lines;

@@ -90,7 +90,7 @@ impl Proxy {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        die_with_the_watchdog(&mut cmd);
+        process::die_with_the_watchdog(&mut cmd);
         let mut proc = FunctionProcess::spawn(&mut cmd)?;
         tracing::info!(pid = proc.pgid(), fprocess = ?argv, "started function process");
         if let Some(out) = proc.child().stdout.take() {
@@ -313,30 +313,6 @@ fn request_host(parts: &http::request::Parts) -> Option<HeaderValue> {
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     })
-}
-
-/// Asks the kernel to SIGKILL the function process if the watchdog dies without stopping
-/// it (SIGKILL, OOM kill). In a container that ends everything anyway; run directly (local
-/// runs, tests) an orphaned server would otherwise keep its port and run on for ever.
-/// The signal follows the death of the thread that spawned the child: http mode spawns it
-/// from the main thread, the runtime's only one.
-fn die_with_the_watchdog(cmd: &mut Command) {
-    let parent = nix::unistd::getpid();
-    // SAFETY: the closure runs between fork and exec and only makes two async-signal-safe
-    // system calls (prctl, getppid).
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                .map_err(io::Error::from)?;
-            // The watchdog may have died before the request above took effect.
-            if nix::unistd::getppid() != parent {
-                return Err(io::Error::other(
-                    "watchdog gone before the function started",
-                ));
-            }
-            Ok(())
-        });
-    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
