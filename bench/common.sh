@@ -14,7 +14,22 @@ BIN=${FWATCHDOG_BIN:-$ROOT/target/x86_64-unknown-linux-musl/release/fwatchdog}
 TOOLS=$OUT/tools
 printf 'wrk.method = "POST"\nwrk.body = "hello"\n' > "$OUT/post.lua"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A free port below the kernel's ephemeral range, which wrk's own connections draw from
+# (a server binding a port from that range now and then found it taken).
+free_port() {
+  python3 - <<'PY'
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for port in random.sample(range(max(1024, low - 10000), low), 200):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port)); print(port); break
+    except OSError:
+        pass
+    finally:
+        s.close()
+PY
+}
 wait_port() { for _ in $(seq 1 500); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.01; done; echo "port $1 never opened" >&2; return 1; }
 # requests/s from wrk output
 rps() { awk '/Requests\/sec/ {print $2}' "$1"; }

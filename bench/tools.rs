@@ -3,6 +3,10 @@
 //!                                     each writing a 5-byte body and reading the output
 //!   tools startup RUNS BIN            median time from spawning BIN to its port accepting
 //!                                     (BIN gets PORT and metrics_port=0 in its env)
+//!   tools upstream PORT MICROS sleep|burn
+//!                                     an HTTP/1.1 keep-alive server (a thread per connection)
+//!                                     that answers every request with "ok" after sleeping,
+//!                                     or burning CPU, for MICROS
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -15,7 +19,8 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("spawn") => spawn(args[1].parse().unwrap(), args[2].parse().unwrap(), &args[3..]),
         Some("startup") => startup(args[1].parse().unwrap(), &args[2]),
-        _ => eprintln!("usage: tools spawn CONC SECONDS CMD... | tools startup RUNS BIN"),
+        Some("upstream") => upstream(args[1].parse().unwrap(), args[2].parse().unwrap(), args[3] == "burn"),
+        _ => eprintln!("usage: tools spawn CONC SECONDS CMD... | tools startup RUNS BIN | tools upstream PORT MICROS sleep|burn"),
     }
 }
 
@@ -70,4 +75,38 @@ fn startup(runs: usize, bin: &str) {
     }
     times.sort();
     println!("{:.2}", times[runs / 2].as_secs_f64() * 1000.0);
+}
+
+fn upstream(port: u16, micros: u64, burn: bool) {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let delay = Duration::from_micros(micros);
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        std::thread::spawn(move || {
+            conn.set_nodelay(true).unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                // Bodiless requests only (wrk's GET): a request ends at its blank line.
+                while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    buf.drain(..end + 4);
+                    if burn {
+                        let t = Instant::now();
+                        while t.elapsed() < delay {
+                            std::hint::spin_loop();
+                        }
+                    } else {
+                        std::thread::sleep(delay);
+                    }
+                    if conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
+                        return;
+                    }
+                }
+                match conn.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        });
+    }
 }
