@@ -66,6 +66,15 @@ impl ConfigError {
     }
 }
 
+/// The `busy_poll` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusyPoll {
+    /// Chosen at start from the mode and the CPUs available (see `busy_poll::resolve`).
+    Auto,
+    /// This long (zero: off).
+    Budget(Duration),
+}
+
 /// How requests reach the function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -164,7 +173,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "api_key_secret", aliases: &[], default: "-", help: "secret whose value every request must present" },
     Setting { name: "hmac_secret", aliases: &[], default: "-", help: "secret that signs request bodies (X-Hub-Signature-256)" },
     Setting { name: "TMPDIR", aliases: &[], default: "/tmp", help: "lock file and file-mode scratch space" },
-    Setting { name: "busy_poll", aliases: &[], default: "0", help: "keep polling this long before sleeping (e.g. 100us): less latency, more CPU (0 = off, max 1ms)" },
+    Setting { name: "busy_poll", aliases: &[], default: "auto", help: "keep polling this long before sleeping (e.g. 100us, max 1ms): less latency, more CPU; 0 = off; auto = 100us in http mode with 2+ CPUs" },
 ];
 
 /// The validated configuration.
@@ -229,7 +238,7 @@ pub struct Config {
     /// Scratch folder (`TMPDIR`, default `/tmp`).
     pub tmpdir: PathBuf,
     /// How long an idle runtime thread keeps polling before it sleeps; zero = off.
-    pub busy_poll: Duration,
+    pub busy_poll: BusyPoll,
 }
 
 /// Bodies held in memory are capped at this when `max_body_size` is 0.
@@ -406,12 +415,19 @@ impl Config {
         let exec_timeout =
             Some(r.duration("exec_timeout", Duration::from_secs(30))?).filter(|d| !d.is_zero());
         let healthcheck_interval = r.duration("healthcheck_interval", write_timeout)?;
-        let busy_poll = r.duration("busy_poll", Duration::ZERO)?;
-        if busy_poll > Duration::from_millis(1) {
-            // Longer spins buy nothing (a sleeping thread wakes in tens of microseconds)
-            // and would hold timers back.
-            return Err(ConfigError::new("busy_poll", "must be at most 1ms"));
-        }
+        let busy_poll = match r.raw("busy_poll") {
+            None => BusyPoll::Auto,
+            Some((_, v)) if v.trim().eq_ignore_ascii_case("auto") => BusyPoll::Auto,
+            Some(_) => {
+                let d = r.duration("busy_poll", Duration::ZERO)?;
+                if d > Duration::from_millis(1) {
+                    // Longer spins buy nothing (a sleeping thread wakes in tens of
+                    // microseconds) and would hold timers back.
+                    return Err(ConfigError::new("busy_poll", "must be at most 1ms"));
+                }
+                BusyPoll::Budget(d)
+            }
+        };
 
         let upstream = match r.raw("upstream_url").filter(|(_, v)| !v.is_empty()) {
             Some((var, v)) => Some(parse_upstream(&var, v.trim())?),
@@ -606,6 +622,22 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         let c = cfg(&[("fprocess", "cat"), ("exec_timeout", "0")]).unwrap();
         assert_eq!(c.exec_timeout, None);
+    }
+
+    #[test]
+    fn busy_poll_is_auto_unless_given_a_duration() {
+        let bp = |v: Option<&str>| {
+            let mut pairs = vec![("fprocess", "cat")];
+            pairs.extend(v.map(|v| ("busy_poll", v)));
+            cfg(&pairs).unwrap().busy_poll
+        };
+        assert_eq!(bp(None), BusyPoll::Auto);
+        assert_eq!(bp(Some(" AUTO ")), BusyPoll::Auto);
+        assert_eq!(bp(Some("0")), BusyPoll::Budget(Duration::ZERO));
+        assert_eq!(
+            bp(Some("50us")),
+            BusyPoll::Budget(Duration::from_micros(50))
+        );
     }
 
     #[test]

@@ -212,6 +212,7 @@ fn log_start(config: &Config) {
         write_timeout = secs(config.write_timeout),
         exec_timeout = secs(config.exec_timeout.unwrap_or_default()),
         healthcheck_interval = secs(config.healthcheck_interval),
+        busy_poll = secs(busy_poll::budget()),
         max_inflight = config.max_inflight,
         max_body_size = config.max_body_size,
         log_format = format!("{:?}", config.log_format).to_lowercase(),

@@ -121,12 +121,16 @@ fn main() -> ExitCode {
     };
     // Log lines wait for the moment the thread would sleep (see `logbuf`), and with
     // busy_poll the thread looks for new work a little longer first.
-    builder.on_thread_park(|| {
-        fwatchdog::logbuf::flush();
-        fwatchdog::busy_poll::spin();
-    });
-    let busy_poll = !config.busy_poll.is_zero();
-    let epoll_before = busy_poll.then(fwatchdog::busy_poll::epoll_fds);
+    builder
+        .on_thread_park(|| {
+            fwatchdog::logbuf::flush();
+            fwatchdog::busy_poll::park();
+        })
+        .on_thread_unpark(fwatchdog::busy_poll::unpark);
+    // Quota and affinity both count (std reads the cgroup's cpu.max or cfs quota).
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let budget = fwatchdog::busy_poll::resolve(config.busy_poll, config.mode, cpus);
+    let epoll_before = (!budget.is_zero()).then(fwatchdog::busy_poll::epoll_fds);
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -136,7 +140,7 @@ fn main() -> ExitCode {
     };
     if let Some(before) = epoll_before {
         let after = fwatchdog::busy_poll::epoll_fds();
-        if !fwatchdog::busy_poll::enable(&before, &after, config.busy_poll) {
+        if !fwatchdog::busy_poll::enable(&before, &after, budget) {
             eprintln!(
                 "fwatchdog: busy_poll: cannot find the runtime's epoll descriptor; polling off"
             );

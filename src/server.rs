@@ -187,6 +187,7 @@ async fn call_function(
         }
     };
     let elapsed = received.elapsed();
+    crate::busy_poll::request_took(elapsed);
     let h = resp.headers_mut();
     // Integer formatting: `{:.6}` of an f64 cost more than the rest of this function.
     let secs = format!("{}.{:06}", elapsed.as_secs(), elapsed.subsec_micros());

@@ -582,6 +582,147 @@ fn busy_poll_serves_keeps_timers_and_sleeps_when_idle() {
     assert!(used <= 5, "idle watchdog used {used} ticks in 1 s");
 }
 
+/// The budget the watchdog chose, from its start line.
+fn busy_poll_chosen(wd: &Watchdog) -> String {
+    let log = wd.log();
+    let at = log
+        .find("busy_poll=")
+        .unwrap_or_else(|| panic!("no busy_poll in {log}"));
+    log[at..].split_whitespace().next().unwrap().to_string()
+}
+
+#[test]
+fn busy_poll_auto_needs_two_cpus_and_costs_nothing_idle() {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("SKIP busy_poll_auto_needs_two_cpus_and_costs_nothing_idle: needs 2 CPUs");
+        return;
+    }
+    // Default: auto, which polls on this machine.
+    let (wd, _) = start(&[], &[]);
+    assert_eq!(busy_poll_chosen(&wd), "busy_poll=\"100us\"", "{}", wd.log());
+    for _ in 0..200 {
+        assert_eq!(wd.post("/echo", b"x").unwrap().status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let before = cpu_ticks(wd.child.id());
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(wd.child.id()) - before;
+    assert!(used <= 5, "idle watchdog used {used} ticks in 1 s");
+    // Pinned to one CPU (as a quota under two would), auto stays off.
+    let up = free_port();
+    let pinned = Watchdog::with(Opts {
+        env: vec![
+            ("mode", "http".into()),
+            ("upstream_url", format!("http://127.0.0.1:{up}")),
+        ],
+        cmd: vec!["python3", UPSTREAM, &up.to_string()],
+        launcher: vec!["taskset", "-c", "0"],
+        ..Opts::default()
+    });
+    assert_eq!(busy_poll_chosen(&pinned), "busy_poll=\"0s\"");
+    assert_eq!(pinned.post("/echo", b"x").unwrap().status, 200);
+    // So do the fork modes, and an explicit 0.
+    let fork = Watchdog::start(&[], &["cat"]);
+    assert_eq!(busy_poll_chosen(&fork), "busy_poll=\"0s\"");
+    let (off, _) = start(&[("busy_poll", "0")], &[]);
+    assert_eq!(busy_poll_chosen(&off), "busy_poll=\"0s\"");
+}
+
+/// How often the process has gone to sleep (voluntary context switches, all threads).
+fn sleeps(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("voluntary_ctxt_switches:"))
+        .unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn busy_poll_auto_replaces_most_sleeps_in_front_of_a_quick_function() {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!(
+            "SKIP busy_poll_auto_replaces_most_sleeps_in_front_of_a_quick_function: needs 2 CPUs"
+        );
+        return;
+    }
+    // The quickest function there is: a thread of this test answering "ok" at once on
+    // keep-alive connections (the watchdog's own command just sleeps).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut conn = conn;
+                conn.set_nodelay(true).unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while let Ok(n @ 1..) = conn.read(&mut chunk) {
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if conn.write_all(ok).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let run = |busy_poll: &str| {
+        let mut env = vec![
+            ("mode", "http".into()),
+            ("upstream_url", format!("http://127.0.0.1:{up}")),
+        ];
+        if !busy_poll.is_empty() {
+            env.push(("busy_poll", busy_poll.to_string()));
+        }
+        let wd = Watchdog::with(Opts {
+            env,
+            cmd: vec!["sleep", "1000"],
+            ..Opts::default()
+        });
+        let mut s = TcpStream::connect(("127.0.0.1", wd.port)).unwrap();
+        s.set_nodelay(true).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // One keep-alive connection, as polling is for: each answer is read up to its
+        // 2-byte body.
+        let mut buf = Vec::new();
+        let mut round = || {
+            s.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            buf.clear();
+            let mut chunk = [0u8; 4096];
+            while !buf.ends_with(b"\r\n\r\nok") {
+                let n = s.read(&mut chunk).unwrap();
+                assert!(n > 0, "connection closed");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            assert!(
+                buf.starts_with(b"HTTP/1.1 200"),
+                "{}",
+                String::from_utf8_lossy(&buf)
+            );
+        };
+        for _ in 0..200 {
+            round();
+        }
+        let before = sleeps(wd.child.id());
+        let n = 2000;
+        for _ in 0..n {
+            round();
+        }
+        (sleeps(wd.child.id()) - before) as f64 / n as f64
+    };
+    let off = run("0");
+    let auto = run("");
+    eprintln!("sleeps per request: busy_poll=0 {off:.2}, auto {auto:.2}");
+    // Without polling the proxy sleeps up to twice per request (request in, answer back;
+    // less when the next event is already there); with it, hardly ever.
+    assert!(off >= 0.5, "{off}");
+    assert!(auto <= off / 4.0, "auto {auto} vs off {off}");
+}
+
 #[test]
 fn busy_poll_is_bounded() {
     for (value, why) in [("2ms", "at most 1ms"), ("soon", "not a duration")] {
