@@ -237,7 +237,7 @@ pub struct Config {
     pub hmac_secret: Option<String>,
     /// Scratch folder (`TMPDIR`, default `/tmp`).
     pub tmpdir: PathBuf,
-    /// How long an idle runtime thread keeps polling before it sleeps; zero = off.
+    /// How long an idle runtime thread keeps polling before it sleeps, or `auto`.
     pub busy_poll: BusyPoll,
 }
 
