@@ -26,10 +26,12 @@ for fn in "${FUNCTIONS[@]}"; do
   "$TOOLS" upstream "$up" "$1" "$2" & upid=$!
   wait_port "$up"
   mode=http upstream_url="http://127.0.0.1:$up" PORT=$a metrics_port=0 \
-    "$BIN" -- sleep 1000000 2>/dev/null & apid=$!
+    "$BIN" -- sleep 1000000 2>"$OUT/bp-auto.log" & apid=$!
   mode=http upstream_url="http://127.0.0.1:$up" PORT=$b metrics_port=0 busy_poll=0 \
-    "$BIN" -- sleep 1000000 2>/dev/null & bpid=$!
-  wait_port "$a"; wait_port "$b"
+    "$BIN" -- sleep 1000000 2>"$OUT/bp-off.log" & bpid=$!
+  # A watchdog that did not come up says why (its log), rather than only its port.
+  wait_port "$a" || { tail -3 "$OUT/bp-auto.log"; exit 1; }
+  wait_port "$b" || { tail -3 "$OUT/bp-off.log"; exit 1; }
   for c in 1 16; do
     A=(); B=()
     for r in $(seq 1 "$ROUNDS"); do
