@@ -81,7 +81,9 @@ impl Health {
         let Some(path) = &self.inner.lock_path else {
             return Ok(());
         };
-        let probe = path.with_extension("probe");
+        // A name of its own: watchdogs sharing TMPDIR probe at the same moment, and one
+        // would remove the other's probe before the other could.
+        let probe = path.with_extension(format!("probe-{}", std::process::id()));
         std::fs::write(&probe, b"")?;
         std::fs::remove_file(&probe)
     }

@@ -145,6 +145,49 @@ fn health_ready_and_lock_file() {
 }
 
 #[test]
+fn watchdogs_sharing_a_tmpdir_start_side_by_side() {
+    // An http-mode watchdog checks at start that it can write the lock file. Watchdogs
+    // that share a TMPDIR (two in one bench script did) must not trip over one another's
+    // check: with one probe name for all, about 3 % of simultaneous starts exited 2.
+    let shared = scratch_dir("shared-tmp");
+    let mut failed = Vec::new();
+    for _ in 0..40 {
+        let mut batch: Vec<std::process::Child> = (0..4)
+            .map(|_| {
+                std::process::Command::new(BIN)
+                    .env("PORT", free_port().to_string())
+                    .env("metrics_port", "0")
+                    .env("TMPDIR", &shared)
+                    .env("mode", "http")
+                    // Nothing listens there: the watchdog waits for it, which is enough.
+                    .env("upstream_url", format!("http://127.0.0.1:{}", free_port()))
+                    .args(["--", "sleep", "30"])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(150));
+        for child in &mut batch {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+                failed.push(format!("{status}: {err}"));
+            } else {
+                child.kill().unwrap();
+                child.wait().unwrap();
+            }
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of 160 exited: {failed:?}",
+        failed.len()
+    );
+}
+
+#[test]
 fn sigterm_drains_inflight_requests() {
     let mut wd = Watchdog::start(&[], &["sh", "-c", "sleep 2; echo done"]);
     let port = wd.port;
