@@ -543,13 +543,31 @@ fn request_and_response_stream_at_the_same_time() {
     assert!(r.body.iter().all(|&b| b == b'z'));
 }
 
-/// CPU time (user + system) the process has used, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+/// Asserts that a second without requests costs the watchdog (almost) no CPU: polling
+/// must stop when there is nothing to find.
+fn assert_sleeps_when_idle(wd: &Watchdog) {
+    // CPU time (user + system) in clock ticks, from the fields after the command name
+    // (which is in parentheses and may hold spaces).
+    let cpu_ticks = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", wd.child.id())).unwrap();
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let before = cpu_ticks();
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks() - before;
+    assert!(used <= 5, "idle watchdog used {used} ticks in 1 s");
+}
+
+/// Whether this machine has the two CPUs `auto` polls with; says so when it has not.
+fn two_cpus(test: &str) -> bool {
+    let enough = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+    if !enough {
+        eprintln!("SKIP {test}: needs 2 CPUs");
+    }
+    enough
 }
 
 #[test]
@@ -574,12 +592,7 @@ fn busy_poll_serves_keeps_timers_and_sleeps_when_idle() {
         "{:?}",
         t.elapsed()
     );
-    // Idle, it sleeps: a second without requests costs (almost) no CPU.
-    std::thread::sleep(Duration::from_millis(200));
-    let before = cpu_ticks(wd.child.id());
-    std::thread::sleep(Duration::from_secs(1));
-    let used = cpu_ticks(wd.child.id()) - before;
-    assert!(used <= 5, "idle watchdog used {used} ticks in 1 s");
+    assert_sleeps_when_idle(&wd);
 }
 
 /// The budget the watchdog chose, from its start line.
@@ -593,8 +606,7 @@ fn busy_poll_chosen(wd: &Watchdog) -> String {
 
 #[test]
 fn busy_poll_auto_needs_two_cpus_and_costs_nothing_idle() {
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        eprintln!("SKIP busy_poll_auto_needs_two_cpus_and_costs_nothing_idle: needs 2 CPUs");
+    if !two_cpus("busy_poll_auto_needs_two_cpus_and_costs_nothing_idle") {
         return;
     }
     // Default: auto, which polls on this machine.
@@ -603,11 +615,7 @@ fn busy_poll_auto_needs_two_cpus_and_costs_nothing_idle() {
     for _ in 0..200 {
         assert_eq!(wd.post("/echo", b"x").unwrap().status, 200);
     }
-    std::thread::sleep(Duration::from_millis(200));
-    let before = cpu_ticks(wd.child.id());
-    std::thread::sleep(Duration::from_secs(1));
-    let used = cpu_ticks(wd.child.id()) - before;
-    assert!(used <= 5, "idle watchdog used {used} ticks in 1 s");
+    assert_sleeps_when_idle(&wd);
     // Pinned to one CPU (as a quota under two would), auto stays off.
     let up = free_port();
     let pinned = Watchdog::with(Opts {
@@ -628,22 +636,9 @@ fn busy_poll_auto_needs_two_cpus_and_costs_nothing_idle() {
     assert_eq!(busy_poll_chosen(&off), "busy_poll=\"0s\"");
 }
 
-/// How often the process has gone to sleep (voluntary context switches, all threads).
-fn sleeps(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("voluntary_ctxt_switches:"))
-        .unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[test]
 fn busy_poll_auto_replaces_most_sleeps_in_front_of_a_quick_function() {
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        eprintln!(
-            "SKIP busy_poll_auto_replaces_most_sleeps_in_front_of_a_quick_function: needs 2 CPUs"
-        );
+    if !two_cpus("busy_poll_auto_replaces_most_sleeps_in_front_of_a_quick_function") {
         return;
     }
     // The quickest function there is: a thread of this test answering "ok" at once on
@@ -707,12 +702,14 @@ fn busy_poll_auto_replaces_most_sleeps_in_front_of_a_quick_function() {
         for _ in 0..200 {
             round();
         }
-        let before = sleeps(wd.child.id());
+        // How often the watchdog went to sleep (voluntary context switches).
+        let sleeps = || wd.proc_status("voluntary_ctxt_switches");
+        let before = sleeps();
         let n = 2000;
         for _ in 0..n {
             round();
         }
-        (sleeps(wd.child.id()) - before) as f64 / n as f64
+        (sleeps() - before) as f64 / n as f64
     };
     let off = run("0");
     let auto = run("");

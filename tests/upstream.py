@@ -38,18 +38,26 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         sys.stderr.write("upstream: " + (fmt % args) + "\n")
 
+    def read_chunks(self):
+        """Yields a chunked request body chunk by chunk as it arrives (trailers skipped)."""
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return
+            data = self.rfile.read(size)
+            self.rfile.readline()
+            yield data
+
+    def write_chunk(self, data):
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
     def read_body(self):
         te = self.headers.get("Transfer-Encoding", "")
         if "chunked" in te.lower():
-            body = b""
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return body, "chunked"
-                body += self.rfile.read(size)
-                self.rfile.readline()
+            return b"".join(self.read_chunks()), "chunked"
         length = self.headers.get("Content-Length")
         if length is not None:
             return self.rfile.read(int(length)), "content-length"
@@ -75,9 +83,7 @@ class Handler(BaseHTTPRequestHandler):
             for i, msg in enumerate(["one", "two"]):
                 if i:
                     time.sleep(2)
-                data = ("data: %s\n\n" % msg).encode()
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-                self.wfile.flush()
+                self.write_chunk(("data: %s\n\n" % msg).encode())
             self.wfile.write(b"0\r\n\r\n")
             return
         if path == "/slow":
@@ -119,18 +125,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            total = 0
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                data = self.rfile.read(size)
-                self.rfile.readline()
-                total += len(data)
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-                self.wfile.flush()
+            for data in self.read_chunks():
+                self.write_chunk(data)
             self.wfile.write(b"0\r\n\r\n")
             return
         if path == "/early":

@@ -215,12 +215,17 @@ impl Watchdog {
 
     /// The watchdog's peak resident memory so far (VmHWM), in kB.
     pub fn peak_rss_kb(&self) -> u64 {
+        self.proc_status("VmHWM")
+    }
+
+    /// A numeric field of the watchdog's `/proc/PID/status` (a unit such as kB dropped).
+    pub fn proc_status(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM in /proc/PID/status")
+            .unwrap_or_else(|| panic!("{field} in /proc/PID/status"))
     }
 
     /// Sends SIGTERM (or another signal) to the watchdog process.
