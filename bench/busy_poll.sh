@@ -7,8 +7,6 @@
 # Usage: bench/busy_poll.sh   (BENCH_SECONDS=5, BENCH_ROUNDS=2, FUNCTIONS="50 burn,200 sleep,...")
 source "$(dirname "$0")/common.sh"
 ROUNDS=${BENCH_ROUNDS:-2}
-med() { python3 -c "import statistics,sys; print(round(statistics.median(float(x) for x in sys.argv[1:]),1))" "$@"; }
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 # one wrk run against port $2 with $3 connections; prints "req/s p50_us cpu_us_per_request"
 measure() {
   local wd=$1 p=$2 c=$3 t0 used r

@@ -35,6 +35,10 @@ wait_port() { for _ in $(seq 1 500); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev
 rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
 # p50 latency in microseconds from wrk --latency output
 p50_us() { awk '/^ +50%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); print v} else if (v ~ /ms$/) {sub(/ms/,"",v); print v*1000} else {sub(/s/,"",v); print v*1000000}}' "$1"; }
+# the median of the arguments, to one decimal
+med() { python3 -c "import statistics,sys; print(round(statistics.median(float(x) for x in sys.argv[1:]),1))" "$@"; }
+# CPU time (user + system) process $1 has used, in clock ticks
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 pct() { python3 -c "print(f'{100*$1/$2:.0f}')"; }

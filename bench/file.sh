@@ -38,8 +38,8 @@ cleanup() {
   for k in "${!TMP_OF[@]}"; do rm -rf "${TMP_OF[$k]}"; done
 }
 trap cleanup EXIT
-# utime + stime + cutime + cstime, in clock ticks
-cpu_ticks() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat"; }
+# utime + stime + cutime + cstime, in clock ticks: the waited-for functions' CPU counts too
+cpu_ticks_with_children() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat"; }
 calc() { python3 -c "print($1)"; }
 
 for k in "${SETUPS[@]}"; do
@@ -61,10 +61,10 @@ echo "== file mode vs serializing mode (fprocess=cat, POST ${#BODY}-byte JSON, 1
 echo "   $DISK_TMP is on: $(df --output=fstype "$DISK_TMP" | tail -1) ($(findmnt -no OPTIONS -T "$DISK_TMP" 2>/dev/null || echo '?'))"
 for _ in $(seq 1 "$DURATION"); do
   for k in "${SETUPS[@]}"; do
-    t0=$(cpu_ticks "${PID_OF[$k]}")
+    t0=$(cpu_ticks_with_children "${PID_OF[$k]}")
     wrk -t2 -c16 -d1s -s "$OUT/post-json.lua" "http://127.0.0.1:${PORT_OF[$k]}/" > "$OUT/file-slice.txt"
     sleep 0.2 # let the last children be reaped and the janitor finish
-    t1=$(cpu_ticks "${PID_OF[$k]}")
+    t1=$(cpu_ticks_with_children "${PID_OF[$k]}")
     if grep -q 'Non-2xx\|Socket errors' "$OUT/file-slice.txt"; then
       echo "$k: errors during the run:" >&2; cat "$OUT/file-slice.txt" >&2; exit 1
     fi

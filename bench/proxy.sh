@@ -28,8 +28,6 @@ wait_port "$bport"
 until curl -sf "http://127.0.0.1:$bport/_/health" >/dev/null; do sleep 0.01; done
 ROUNDS=${BENCH_ROUNDS:-4}
 echo "== http mode: nginx upstream (2-byte body), $ROUNDS interleaved rounds of ${DURATION}s, medians"
-med() { python3 -c "import statistics,sys; print(round(statistics.median(float(x) for x in sys.argv[1:]),1))" "$@"; }
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 # wrk into $2 against port $3 with args $4...; records the watchdog $1's CPU µs per request
 run() {
   local wd=$1 out=$2 p=$3; shift 3
