@@ -37,6 +37,8 @@ const READY_POLL: Duration = Duration::from_millis(5);
 /// The reverse proxy to the function process.
 pub struct Proxy {
     config: Arc<Config>,
+    /// `config.upstream`, which http mode always has.
+    upstream: Upstream,
     client: UpstreamClient,
     health: Health,
     exited: Arc<AtomicBool>,
@@ -66,14 +68,15 @@ impl Proxy {
                     .pool_idle_timeout(Duration::from_secs(90))
                     .http2_only(true)
                     .build(UpstreamConnector {
-                        upstream: Arc::new(upstream),
+                        upstream: Arc::new(upstream.clone()),
                     }),
             ))
         } else {
-            UpstreamClient::H1(Arc::new(Pool::new(upstream)))
+            UpstreamClient::H1(Arc::new(Pool::new(upstream.clone())))
         };
         Proxy {
             config,
+            upstream,
             client,
             health,
             exited: Arc::new(AtomicBool::new(false)),
@@ -123,7 +126,7 @@ impl Proxy {
         });
         let poller = ReadyPoller {
             client: self.client.clone(),
-            upstream: self.config.upstream.clone().expect("checked"),
+            upstream: self.upstream.clone(),
             ready_path: self.config.ready_path.clone(),
             health: self.health.clone(),
             exited: self.exited.clone(),
@@ -175,11 +178,10 @@ impl Proxy {
         let host = request_host(&parts);
         strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
         add_forwarded(&mut parts.headers, ctx, host.as_ref());
-        let upstream = self.config.upstream.as_ref().expect("checked");
         if !parts.headers.contains_key(header::HOST) {
             // HTTP/2 clients carry the host in :authority, HTTP/1.0 clients may send none;
             // HTTP/1.1 upstreams need one.
-            let fallback = match upstream {
+            let fallback = match &self.upstream {
                 Upstream::Tcp { authority, .. } => HeaderValue::from_str(authority).ok(),
                 Upstream::Unix(_) => None,
             };
@@ -189,7 +191,7 @@ impl Proxy {
             parts.headers.insert(header::HOST, value);
         }
         let body = self.maybe_buffer(&mut parts.headers, body, ctx).await?;
-        let prefix = match upstream {
+        let prefix = match &self.upstream {
             Upstream::Tcp { prefix, .. } => prefix.as_str(),
             Upstream::Unix(_) => "",
         };
@@ -236,8 +238,7 @@ impl Proxy {
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        let upstream = self.config.upstream.as_ref().expect("checked");
-        parts.uri = upstream_uri(upstream, authority, pq)?;
+        parts.uri = upstream_uri(&self.upstream, authority, pq)?;
         // An HTTP/2 upstream connection cannot carry an HTTP/1.1 upgrade.
         strip_hop_by_hop(&mut parts.headers, false);
         add_forwarded(&mut parts.headers, ctx, host.as_ref());

@@ -502,26 +502,21 @@ impl Conn {
                     return Poll::Ready(Ok(head));
                 }
             }
-            // Only a connection that gave nothing back may take the request again.
-            let failed = |why: String| {
-                if read_any {
-                    Failure::Broken(why)
-                } else {
-                    Failure::BeforeAnswer(why)
+            let why = match ready!(poll_fill(&mut self.rd, &mut self.buf, cx)) {
+                Ok(0) if read_any => "upstream closed the connection mid-response".to_string(),
+                Ok(0) => "upstream closed the connection without answering".to_string(),
+                Ok(_) => {
+                    read_any = true;
+                    continue;
                 }
+                Err(e) => format!("reading response: {e}"),
             };
-            match ready!(poll_fill(&mut self.rd, &mut self.buf, cx)) {
-                Ok(0) if read_any => {
-                    let why = "upstream closed the connection mid-response";
-                    return Poll::Ready(Err(failed(why.into())));
-                }
-                Ok(0) => {
-                    let why = "upstream closed the connection without answering";
-                    return Poll::Ready(Err(failed(why.into())));
-                }
-                Ok(_) => read_any = true,
-                Err(e) => return Poll::Ready(Err(failed(format!("reading response: {e}")))),
-            }
+            // Only a connection that gave nothing back may take the request again.
+            return Poll::Ready(Err(if read_any {
+                Failure::Broken(why)
+            } else {
+                Failure::BeforeAnswer(why)
+            }));
         }
     }
 }
@@ -610,6 +605,8 @@ pub struct UpstreamBody {
     pool: Arc<Pool>,
 }
 
+const CLOSED_MID_BODY: &str = "upstream closed the connection mid-body";
+
 impl UpstreamBody {
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
         let Some(conn) = self.conn.as_mut() else {
@@ -622,9 +619,7 @@ impl UpstreamBody {
                     if conn.buf.is_empty()
                         && ready!(poll_fill(&mut conn.rd, &mut conn.buf, cx))? == 0
                     {
-                        return Poll::Ready(Some(Err(
-                            "upstream closed the connection mid-body".into()
-                        )));
+                        return Poll::Ready(Some(Err(CLOSED_MID_BODY.into())));
                     }
                     let take = left.min(conn.buf.len() as u64);
                     self.framing = match left - take {
@@ -653,9 +648,7 @@ impl UpstreamBody {
                         }
                         ChunkStep::NeedMore => {
                             if ready!(poll_fill(&mut conn.rd, &mut conn.buf, cx))? == 0 {
-                                return Poll::Ready(Some(Err(
-                                    "upstream closed the connection mid-body".into(),
-                                )));
+                                return Poll::Ready(Some(Err(CLOSED_MID_BODY.into())));
                             }
                         }
                     }
