@@ -418,12 +418,12 @@ impl Config {
         let busy_poll = match r.raw("busy_poll") {
             None => BusyPoll::Auto,
             Some((_, v)) if v.trim().eq_ignore_ascii_case("auto") => BusyPoll::Auto,
-            Some(_) => {
-                let d = r.duration("busy_poll", Duration::ZERO)?;
+            Some((var, v)) => {
+                let d = parse_duration(&v).map_err(|why| ConfigError::new(&var, why))?;
                 if d > Duration::from_millis(1) {
                     // Longer spins buy nothing (a sleeping thread wakes in tens of
                     // microseconds) and would hold timers back.
-                    return Err(ConfigError::new("busy_poll", "must be at most 1ms"));
+                    return Err(ConfigError::new(&var, "must be at most 1ms"));
                 }
                 BusyPoll::Budget(d)
             }
