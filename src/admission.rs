@@ -64,11 +64,21 @@ pub fn context(
         call_id: call_id.to_string(),
         received,
         exec_timeout,
-        deadline: exec_timeout.map(|d| received + d),
-        read_deadline: received + config.read_timeout,
+        // Durations are bounded when parsed; checked anyway, since a panic here would end
+        // the process for every client.
+        deadline: exec_timeout.and_then(|d| received.checked_add(d)),
+        read_deadline: received
+            .checked_add(config.read_timeout)
+            .unwrap_or_else(far_future),
         peer_ip,
         metrics: metrics.clone(),
     })
+}
+
+/// A deadline that never comes in practice (a year on), for sums that would not fit.
+fn far_future() -> Instant {
+    let now = Instant::now();
+    now.checked_add(crate::config::MAX_DURATION).unwrap_or(now)
 }
 
 /// A fresh call id: 128 bits from a per-process seed and a counter, UUID-formatted.

@@ -149,6 +149,10 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "fprocess", aliases: &["function_process"], default: "-", help: "function command, split like a POSIX shell (or give it after --)" },
     Setting { name: "PORT", aliases: &["port"], default: "8080", help: "listen port (Knative's PORT wins over port)" },
     Setting { name: "read_timeout", aliases: &[], default: "30s", help: "max time to read a request's headers and body" },
+    Setting { name: "read_header_timeout", aliases: &[], default: "10s", help: "max time for a new connection's first request head to arrive" },
+    Setting { name: "idle_timeout", aliases: &[], default: "60s", help: "close a connection with nothing in flight after this long (HTTP/1.1 and HTTP/2)" },
+    Setting { name: "max_connections", aliases: &[], default: "auto", help: "open client connections, new ones closed beyond (auto = half the descriptor limit, at most 10000)" },
+    Setting { name: "LISTEN_FDS", aliases: &[], default: "-", help: "socket activation: serve descriptor 3 (and 4 for metrics) instead of binding ports" },
     Setting { name: "write_timeout", aliases: &[], default: "30s", help: "max time a write to the client may stall" },
     Setting { name: "exec_timeout", aliases: &[], default: "30s", help: "max run time of the function per request (0 = none)" },
     Setting { name: "healthcheck_interval", aliases: &[], default: "write_timeout", help: "drain window after SIGTERM" },
@@ -189,6 +193,12 @@ pub struct Config {
     pub read_timeout: Duration,
     /// Max time a write to the client may stall.
     pub write_timeout: Duration,
+    /// Max time for a new connection's first request head.
+    pub read_header_timeout: Duration,
+    /// Max time a connection stays open with nothing in flight.
+    pub idle_timeout: Duration,
+    /// Most client connections open at once.
+    pub max_connections: usize,
     /// Per-request run time limit; `None` = no limit.
     pub exec_timeout: Option<Duration>,
     /// Drain window after SIGTERM.
@@ -239,6 +249,19 @@ pub struct Config {
     pub tmpdir: PathBuf,
     /// How long an idle runtime thread keeps polling before it sleeps, or `auto`.
     pub busy_poll: BusyPoll,
+}
+
+/// Longest `log_buffer_size` accepted (16 MiB).
+pub const MAX_LOG_LINE: usize = 16 * 1024 * 1024;
+
+/// `max_connections=auto`: half the open-descriptor limit (the rest is for the function's
+/// pipes, its upstream connections and files), at most 10,000.
+pub fn auto_max_connections() -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft);
+    usize::try_from(soft / 2)
+        .unwrap_or(usize::MAX)
+        .clamp(16, 10_000)
 }
 
 /// Bodies held in memory are capped at this when `max_body_size` is 0.
@@ -298,16 +321,37 @@ pub fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
-/// A bare number of seconds (`10`, `1.5`) or a humantime duration (`1m30s`, `250ms`).
+/// Longest duration any setting or `X-Timeout` may give: long enough for any function,
+/// short enough that every deadline computed from it fits an `Instant` (a bigger value used
+/// to pass start-up and abort the process on the first request).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A bare number of seconds (`10`, `1.5`) or a humantime duration (`1m30s`, `250ms`), at
+/// most [`MAX_DURATION`]. Input is bounded before any conversion, so no value panics.
 pub fn parse_duration(v: &str) -> Result<Duration, String> {
     let v = v.trim();
-    if let Ok(secs) = v.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
-        }
-        return Err(format!("{v:?} must not be negative"));
+    if v.len() > 64 {
+        return Err("is too long to be a duration".into());
     }
-    humantime::parse_duration(v).map_err(|e| format!("{v:?} is not a duration ({e})"))
+    let d = if let Ok(secs) = v.parse::<f64>() {
+        if secs.is_nan() || secs < 0.0 {
+            return Err(format!("{v:?} must be a number of seconds, not negative"));
+        }
+        if secs > MAX_DURATION.as_secs_f64() {
+            return Err(too_long(v));
+        }
+        Duration::try_from_secs_f64(secs).map_err(|_| too_long(v))?
+    } else {
+        humantime::parse_duration(v).map_err(|e| format!("{v:?} is not a duration ({e})"))?
+    };
+    if d > MAX_DURATION {
+        return Err(too_long(v));
+    }
+    Ok(d)
+}
+
+fn too_long(v: &str) -> String {
+    format!("{v:?} is longer than the 365 days allowed")
 }
 
 fn parse_upstream(var: &str, v: &str) -> Result<Upstream, ConfigError> {
@@ -404,9 +448,16 @@ impl Config {
 
         let read_timeout = r.duration("read_timeout", Duration::from_secs(30))?;
         let write_timeout = r.duration("write_timeout", Duration::from_secs(30))?;
+        // A head is part of the request, so read_timeout bounds it too.
+        let read_header_timeout = r
+            .duration("read_header_timeout", Duration::from_secs(10))?
+            .min(read_timeout);
+        let idle_timeout = r.duration("idle_timeout", Duration::from_secs(60))?;
         for (name, d) in [
             ("read_timeout", read_timeout),
             ("write_timeout", write_timeout),
+            ("read_header_timeout", read_header_timeout),
+            ("idle_timeout", idle_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::new(name, "must be greater than 0"));
@@ -455,9 +506,27 @@ impl Config {
             },
         };
         let log_buffer_size: usize = r.number("log_buffer_size", 65536)?;
-        if log_buffer_size < 64 {
-            return Err(ConfigError::new("log_buffer_size", "must be at least 64"));
+        if !(64..=MAX_LOG_LINE).contains(&log_buffer_size) {
+            // Each log stream holds a buffer this big: a huge value would be an allocation
+            // failure (an abort), not a setting.
+            return Err(ConfigError::new(
+                "log_buffer_size",
+                format!("must be between 64 and {MAX_LOG_LINE}"),
+            ));
         }
+        let max_connections = match r.raw("max_connections") {
+            None => auto_max_connections(),
+            Some((_, v)) if v.trim().eq_ignore_ascii_case("auto") => auto_max_connections(),
+            Some((var, v)) => match v.trim().parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    return Err(ConfigError::new(
+                        &var,
+                        format!("{v:?} is not a positive number or auto"),
+                    ))
+                }
+            },
+        };
 
         let secrets = r
             .string("secrets")
@@ -489,6 +558,9 @@ impl Config {
             port,
             read_timeout,
             write_timeout,
+            read_header_timeout,
+            idle_timeout,
+            max_connections,
             exec_timeout,
             healthcheck_interval,
             busy_poll,

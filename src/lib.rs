@@ -6,9 +6,11 @@ pub mod body;
 pub mod busy_poll;
 pub mod cgi;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod function;
 pub mod health;
+pub mod listeners;
 pub mod logbuf;
 pub mod metrics;
 pub mod process;
@@ -52,17 +54,37 @@ impl RunError {
 /// How long the watchdog waits, once draining, for traffic to stop before it exits.
 const DRAIN_QUIET: Duration = Duration::from_secs(1);
 
-/// Runs the watchdog until it is told to stop. `Ok` means a clean drain.
-pub async fn run(config: Config) -> Result<(), RunError> {
+/// Runs the watchdog until it is told to stop. `Ok` means a clean drain. `inherited` are
+/// listeners passed by whoever started the watchdog (see [`listeners`]): the first takes
+/// requests instead of binding `PORT`, a second serves metrics instead of `metrics_port`.
+pub async fn run(
+    config: Config,
+    inherited: Option<Vec<std::net::TcpListener>>,
+) -> Result<(), RunError> {
     let config = Arc::new(config);
-    let listener = TcpListener::bind(("0.0.0.0", config.port))
-        .await
-        .map_err(|e| {
-            config::ConfigError::new(
-                "PORT",
-                format!("cannot listen on port {}: {e}", config.port),
-            )
-        })?;
+    let mut inherited = inherited.unwrap_or_default().into_iter();
+    let from_std = |l: std::net::TcpListener, var: &str| {
+        TcpListener::from_std(l)
+            .map_err(|e| config::ConfigError::new(var, format!("cannot use listener: {e}")))
+    };
+    let listener = match inherited.next() {
+        Some(l) => from_std(l, "LISTEN_FDS")?,
+        None => TcpListener::bind(("0.0.0.0", config.port))
+            .await
+            .map_err(|e| {
+                config::ConfigError::new(
+                    "PORT",
+                    format!("cannot listen on port {}: {e}", config.port),
+                )
+            })?,
+    };
+    let metrics_listener = match (inherited.next(), config.metrics_port) {
+        (Some(l), _) => Some(from_std(l, "LISTEN_FDS")?),
+        (None, Some(port)) => Some(TcpListener::bind(("0.0.0.0", port)).await.map_err(|e| {
+            config::ConfigError::new("metrics_port", format!("cannot listen on port {port}: {e}"))
+        })?),
+        (None, None) => None,
+    };
     let lock = (!config.suppress_lock).then(|| config.lock_path());
     let health = Health::new(config.max_inflight, lock);
     let log = LogOptions {
@@ -72,14 +94,16 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     };
     let auth = secrets::Auth::from_config(&config)?;
     let metrics = metrics::Metrics::new();
-    if let Some(port) = config.metrics_port {
-        let listener = TcpListener::bind(("0.0.0.0", port)).await.map_err(|e| {
-            config::ConfigError::new("metrics_port", format!("cannot listen on port {port}: {e}"))
-        })?;
+    let port = listener.local_addr().map_or(config.port, |a| a.port());
+    let metrics_port = metrics_listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or(0, |a| a.port());
+    if let Some(listener) = metrics_listener {
         tokio::spawn(metrics.clone().serve(listener));
     }
     let function = Function::new(config.clone(), &health, log)?;
-    log_start(&config);
+    log_start(&config, port, metrics_port);
     let lock_error = |e: std::io::Error| {
         config::ConfigError::new(
             "TMPDIR",
@@ -144,7 +168,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         // already in flight finish, then the platform restarts the container.
         Some(_) => drain(&health, Duration::ZERO, config.write_timeout, reason).await,
         None => {
-            let window = config.healthcheck_interval + config.write_timeout;
+            let window = config
+                .healthcheck_interval
+                .saturating_add(config.write_timeout);
             drain(&health, DRAIN_QUIET, window, reason).await
         }
     };
@@ -175,7 +201,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
 async fn drain(health: &Health, quiet: Duration, window: Duration, reason: &str) -> bool {
     health.start_draining();
     let started = tokio::time::Instant::now();
-    let deadline = started + window;
+    let deadline = started.checked_add(window).unwrap_or(started);
     tracing::info!(reason, inflight = health.inflight(), "draining");
     loop {
         let quiet = started.elapsed() >= quiet && health.since_last_arrival() >= quiet;
@@ -191,13 +217,13 @@ async fn drain(health: &Health, quiet: Duration, window: Duration, reason: &str)
 
 /// The start event and a summary of the effective settings. Secrets appear by name only:
 /// their values are never read here.
-fn log_start(config: &Config) {
+fn log_start(config: &Config, port: u16, metrics_port: u16) {
     let secs = |d: Duration| humantime::format_duration(d).to_string();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         mode = format!("{:?}", config.mode).to_lowercase(),
-        port = config.port,
-        metrics_port = config.metrics_port.unwrap_or(0),
+        port,
+        metrics_port,
         "fwatchdog listening"
     );
     tracing::info!(
@@ -213,6 +239,9 @@ fn log_start(config: &Config) {
         exec_timeout = secs(config.exec_timeout.unwrap_or_default()),
         healthcheck_interval = secs(config.healthcheck_interval),
         busy_poll = secs(busy_poll::budget()),
+        read_header_timeout = secs(config.read_header_timeout),
+        idle_timeout = secs(config.idle_timeout),
+        max_connections = config.max_connections,
         max_inflight = config.max_inflight,
         max_body_size = config.max_body_size,
         log_format = format!("{:?}", config.log_format).to_lowercase(),

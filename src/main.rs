@@ -101,6 +101,13 @@ fn main() -> ExitCode {
         }
     };
     let json_logs = config.log_format == LogFormat::Json;
+    let inherited = match fwatchdog::listeners::inherited() {
+        Ok(l) => l,
+        Err(e) => {
+            fail(json_logs, &e.to_string(), Some(&e.var));
+            return ExitCode::from(2);
+        }
+    };
     fwatchdog::init_logging(config.log_format);
     if let Err(e) = fwatchdog::reaper::become_init_if_pid1() {
         eprintln!("fwatchdog: cannot start as PID 1: {e}");
@@ -146,7 +153,7 @@ fn main() -> ExitCode {
             );
         }
     }
-    let outcome = runtime.block_on(fwatchdog::run(config));
+    let outcome = runtime.block_on(fwatchdog::run(config, inherited));
     fwatchdog::logbuf::flush();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,23 +2,20 @@
 //! routing of `/_/health` and `/_/ready`, and the path every function request takes.
 
 use std::convert::Infallible;
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::time::{Instant, Sleep};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 use crate::admission;
-use crate::body::{self, Body, Guarded};
+use crate::body::{self, Body};
 use crate::config::Config;
+use crate::conn;
 use crate::error::Error;
 use crate::function::Function;
 use crate::health::{Health, Status};
@@ -52,7 +49,7 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(app.config.read_timeout)
+        .header_read_timeout(app.config.read_header_timeout)
         // Hyper answers a bare 431 beyond its buffer; below that, admission applies the
         // 64 KiB limit itself so the client gets the watchdog's one-line reason.
         .max_buf_size(2 * MAX_HEADER_BYTES);
@@ -60,7 +57,13 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(2 * MAX_HEADER_BYTES as u32);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let limits = conn::Limits {
+        read_header_timeout: app.config.read_header_timeout,
+        idle_timeout: app.config.idle_timeout,
+        write_timeout: app.config.write_timeout,
+    };
+    let cap = conn::Cap::new(app.config.max_connections);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
@@ -75,30 +78,85 @@ pub async fn serve(
             },
             _ = &mut stop => break,
         };
+        let Some(permit) = cap.admit() else {
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(StallTimeout::new(stream, app.config.write_timeout));
+        let io = TokioIo::new(conn::StallTimeout::new(stream, app.config.write_timeout));
         let app = app.clone();
+        let state = Arc::new(conn::State::default());
         // Every request on this connection comes from the same peer.
         let peer_ip = HeaderValue::from_str(&peer.ip().to_string()).ok();
+        let svc_state = state.clone();
         let svc = hyper::service::service_fn(move |req| {
             let app = app.clone();
             let peer_ip = peer_ip.clone();
-            async move { Ok::<_, Infallible>(route(&app, req, peer_ip).await) }
+            let track = svc_state.begin();
+            async move { Ok::<_, Infallible>(route(&app, req, peer_ip, track).await) }
         });
         let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let watch = conn::Watch::new(state, limits);
+        tokio::spawn(serve_connection(conn, watch, stop_rx.clone(), permit));
     }
     drop(listener);
-    let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(grace, cap.all_closed()).await;
 }
 
-async fn route(app: &App, req: Request<Incoming>, peer_ip: Option<HeaderValue>) -> Response<Body> {
+/// Drives one connection under its [`conn::Watch`] until it ends, is closed for outstaying
+/// a limit, or the server stops (then gracefully: no new requests, in-flight ones finish).
+async fn serve_connection<C>(
+    conn: C,
+    mut watch: conn::Watch,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
+    C: hyper_util::server::graceful::GracefulConnection + Send + 'static,
+{
+    let _permit = permit;
+    tokio::pin!(conn);
+    let tick = tokio::time::sleep(watch.first_tick());
+    tokio::pin!(tick);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            res = stop.changed(), if !closing => {
+                if res.is_ok() {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+            _ = &mut tick => match watch.tick() {
+                conn::Verdict::Keep(next) => tick.as_mut().reset(Instant::now() + next),
+                conn::Verdict::HeaderTimeout => return,
+                conn::Verdict::WriteStall => {
+                    tracing::warn!("write_timeout: the client stopped taking a response; connection closed");
+                    return;
+                }
+                conn::Verdict::Idle if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                    // An idle HTTP/1.1 connection closes at once, HTTP/2 after GOAWAY;
+                    // give either a moment, then drop it.
+                    tick.as_mut().reset(Instant::now() + Duration::from_secs(1));
+                }
+                conn::Verdict::Idle => return,
+            },
+        }
+    }
+}
+
+async fn route(
+    app: &App,
+    req: Request<Incoming>,
+    peer_ip: Option<HeaderValue>,
+    track: conn::Track,
+) -> Response<Body> {
     let path = req.uri().path();
     if path != "/_/health" && path != "/_/ready" {
-        return call_function(app, req, peer_ip).await;
+        return call_function(app, req, peer_ip, track).await;
     }
     if let Some(resp) = method_not_allowed(&req) {
         return resp;
@@ -139,25 +197,23 @@ fn method_not_allowed(req: &Request<Incoming>) -> Option<Response<Body>> {
     Some(resp)
 }
 
-/// Admission (in-flight slot, call id, X-Timeout), then the mode's handler; the slot is held
-/// until the response body has been sent.
+/// Admission (call id, request checks, authentication, in-flight slot), then the mode's
+/// handler; the slot is held until the response body has been sent. Authentication comes
+/// before the slot, so a client with a made-up signature cannot hold `max_inflight` slots
+/// while its body is buffered (what it may buffer is bounded in `secrets`).
 async fn call_function(
     app: &App,
     req: Request<Incoming>,
     peer_ip: Option<HeaderValue>,
+    track: conn::Track,
 ) -> Response<Body> {
     let received = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let mut timer = app.metrics.start(&method);
-    let Some(slot) = app.health.try_acquire() else {
-        let resp = Error::TooManyRequests(app.health.max_inflight()).into_response();
-        log_request(app, &method, &path, resp.status(), received.elapsed(), None);
-        timer.set_status(resp.status().as_u16());
-        return resp;
-    };
     let (parts, body) = req.into_parts();
     let call_id = admission::call_id(&parts);
+    let mut slot = None;
     let result = async {
         let ctx = admission::context(
             &parts,
@@ -171,6 +227,11 @@ async fn call_function(
             .auth
             .verify(&parts, body::incoming(body), ctx.read_deadline)
             .await?;
+        slot = Some(
+            app.health
+                .try_acquire()
+                .ok_or(Error::TooManyRequests(app.health.max_inflight()))?,
+        );
         let req = Request::from_parts(parts, body);
         app.function.handle(req, &ctx).await
     }
@@ -180,6 +241,7 @@ async fn call_function(
         Err(e) => {
             match &e {
                 Error::FunctionFailed(why) => tracing::warn!(call_id = %call_id, "{why}"),
+                Error::Unavailable(why) => tracing::warn!(call_id = %call_id, "{why}"),
                 Error::Timeout(_) => app.metrics.timeout(),
                 _ => {}
             }
@@ -199,7 +261,7 @@ async fn call_function(
     }
     log_request(app, &method, &path, resp.status(), elapsed, Some(&call_id));
     timer.set_status(resp.status().as_u16());
-    resp.map(|b| Guarded::wrap(b, (slot, timer)))
+    resp.map(|b| conn::Tracked::wrap(b, track, (slot, timer)))
 }
 
 /// The access-log line, written straight into the log buffer. It matches what the
@@ -241,98 +303,4 @@ fn log_request(
 /// `s` as a JSON string literal.
 fn json_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
-}
-
-/// Wraps a connection so that a write to the client that makes no progress for
-/// `write_timeout` fails: a client that stops reading cannot hold a response (and its
-/// function) forever.
-pub struct StallTimeout {
-    inner: TcpStream,
-    limit: Duration,
-    stalled: Option<Pin<Box<Sleep>>>,
-}
-
-impl StallTimeout {
-    /// Wraps `inner`.
-    pub fn new(inner: TcpStream, limit: Duration) -> StallTimeout {
-        StallTimeout {
-            inner,
-            limit,
-            stalled: None,
-        }
-    }
-
-    fn check_stall(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        let limit = self.limit;
-        let sleep = self
-            .stalled
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        if sleep.as_mut().poll(cx).is_ready() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "write_timeout: client not reading",
-            ));
-        }
-        Ok(())
-    }
-
-    fn track<T>(&mut self, cx: &mut Context<'_>, res: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        match res {
-            Poll::Pending => {
-                if let Err(e) = self.check_stall(cx) {
-                    return Poll::Ready(Err(e));
-                }
-                Poll::Pending
-            }
-            ready => {
-                self.stalled = None;
-                ready
-            }
-        }
-    }
-}
-
-use std::future::Future;
-
-impl AsyncRead for StallTimeout {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for StallTimeout {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.track(cx, res)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.track(cx, res)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let res = Pin::new(&mut self.inner).poll_flush(cx);
-        self.track(cx, res)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }

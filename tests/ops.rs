@@ -134,15 +134,11 @@ cat"#;
 
 #[test]
 fn metrics_count_requests_by_code_and_method() {
-    let mport = free_port();
-    let wd = Watchdog::start(
-        &[
-            ("mode", "serializing"),
-            ("max_inflight", "1"),
-            ("metrics_port", &mport.to_string()),
-        ],
+    let wd = Watchdog::start_metrics(
+        &[("mode", "serializing"), ("max_inflight", "1")],
         &["sh", "-c", SCRIPT],
     );
+    let mport = wd.metrics_port;
     let mut ports = listening_ports(wd.child.id());
     ports.dedup();
     assert_eq!(ports, {
@@ -279,15 +275,11 @@ fn metrics_count_requests_by_code_and_method() {
 
 #[test]
 fn timeouts_are_counted() {
-    let mport = free_port();
-    let wd = Watchdog::start(
-        &[
-            ("mode", "serializing"),
-            ("exec_timeout", "300ms"),
-            ("metrics_port", &mport.to_string()),
-        ],
+    let wd = Watchdog::start_metrics(
+        &[("mode", "serializing"), ("exec_timeout", "300ms")],
         &["sleep", "5"],
     );
+    let mport = wd.metrics_port;
     assert_eq!(wd.post("/", b"").unwrap().status, 504);
     assert_eq!(wd.post("/", b"").unwrap().status, 504);
     assert!(
@@ -306,14 +298,11 @@ fn timeouts_are_counted() {
 
 #[test]
 fn streaming_timeouts_after_output_are_counted() {
-    let mport = free_port();
-    let wd = Watchdog::start(
-        &[
-            ("exec_timeout", "500ms"),
-            ("metrics_port", &mport.to_string()),
-        ],
+    let wd = Watchdog::start_metrics(
+        &[("exec_timeout", "500ms")],
         &["sh", "-c", "echo partial; sleep 5"],
     );
+    let mport = wd.metrics_port;
     let r = wd.get("/").unwrap();
     assert!(r.truncated, "the stream is aborted");
     assert!(
@@ -481,14 +470,8 @@ fn text_logs_stay_readable() {
 #[test]
 fn abandoned_requests_are_counted_as_499() {
     use std::io::Write;
-    let mport = free_port();
-    let wd = Watchdog::start(
-        &[
-            ("mode", "serializing"),
-            ("metrics_port", &mport.to_string()),
-        ],
-        &["sleep", "5"],
-    );
+    let wd = Watchdog::start_metrics(&[("mode", "serializing")], &["sleep", "5"]);
+    let mport = wd.metrics_port;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", wd.port)).unwrap();
     s.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     assert!(eventually(Duration::from_secs(5), || {

@@ -289,16 +289,15 @@ fn probes_and_metrics_need_no_key() {
     mount.write("key", &key);
     let hook = secret_value("probes-hook");
     mount.write("hook", &hook);
-    let metrics_port = free_port();
     let path = mount.path();
     let wd = Watchdog::with(Opts {
         env: vec![
             ("secret_mount_path", path),
             ("api_key_secret", "key".into()),
             ("hmac_secret", "hook".into()),
-            ("metrics_port", metrics_port.to_string()),
         ],
         cmd: vec!["cat"],
+        metrics: true,
         ..Opts::default()
     });
     for p in ["/_/health", "/_/ready"] {
@@ -308,7 +307,7 @@ fn probes_and_metrics_need_no_key() {
     assert_eq!(post(&wd, &[], b"").status, 401);
     let deadline = Instant::now() + Duration::from_secs(5);
     let metrics = loop {
-        match request(metrics_port, "GET", "/metrics", &[], b"") {
+        match request(wd.metrics_port, "GET", "/metrics", &[], b"") {
             Ok(r) => break r,
             Err(e) if Instant::now() > deadline => panic!("metrics unreachable: {e}"),
             Err(_) => std::thread::sleep(Duration::from_millis(20)),

@@ -43,6 +43,48 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A listener on an ephemeral loopback port, bound by the test itself: the port is known
+/// and held from this moment, so nothing can take it before the watchdog serves it.
+pub fn listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")
+}
+
+/// Hands `listeners` to the command as descriptors 3, 4, ... (systemd-style `LISTEN_FDS`),
+/// so the watchdog serves sockets the test bound instead of binding ports itself.
+pub fn pass_listeners(c: &mut Command, listeners: &[&TcpListener]) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fds: Vec<i32> = listeners.iter().map(|l| l.as_raw_fd()).collect();
+    c.env("LISTEN_FDS", fds.len().to_string());
+    c.env_remove("LISTEN_PID");
+    // SAFETY: only dup2 and fcntl between fork and exec, both async-signal-safe; the
+    // descriptors are owned by listeners that outlive the spawn.
+    unsafe {
+        c.pre_exec(move || {
+            // Move the sources out of the way first, so that dup2 onto 3, 4 ... cannot
+            // overwrite a source that has not been copied yet.
+            let mut high = Vec::with_capacity(fds.len());
+            for fd in &fds {
+                let h = libc_fcntl_dupfd(*fd, 100)?;
+                high.push(h);
+            }
+            for (i, h) in high.iter().enumerate() {
+                let target = 3 + i as i32;
+                if nix::unistd::dup2(*h, target).is_err() {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let _ = nix::unistd::close(*h);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// `fcntl(fd, F_DUPFD, min)`: a copy of `fd` at or above `min`, inherited across exec.
+fn libc_fcntl_dupfd(fd: i32, min: i32) -> std::io::Result<i32> {
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD(min)).map_err(std::io::Error::from)
+}
+
 /// A fresh, empty scratch folder for one test.
 pub fn scratch_dir(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -63,6 +105,8 @@ pub struct Watchdog {
     pub child: Child,
     /// Its listen port.
     pub port: u16,
+    /// Its metrics port (0 unless `Opts::metrics`).
+    pub metrics_port: u16,
     /// Its TMPDIR.
     pub tmpdir: PathBuf,
     stderr: Arc<Mutex<String>>,
@@ -81,6 +125,8 @@ pub struct Opts<'a> {
     pub launcher: Vec<&'a str>,
     /// Wait for /_/health 200.
     pub wait_healthy: bool,
+    /// Serve metrics on a listener of its own (`Watchdog::metrics_port`).
+    pub metrics: bool,
 }
 
 impl Default for Opts<'_> {
@@ -91,6 +137,7 @@ impl Default for Opts<'_> {
             cmd: Vec::new(),
             launcher: Vec::new(),
             wait_healthy: true,
+            metrics: false,
         }
     }
 }
@@ -105,9 +152,24 @@ impl Watchdog {
         })
     }
 
+    /// Like [`Watchdog::start`], with metrics on a listener of its own.
+    pub fn start_metrics(env: &[(&str, &str)], cmd: &[&str]) -> Watchdog {
+        Watchdog::with(Opts {
+            env: env.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+            cmd: cmd.to_vec(),
+            metrics: true,
+            ..Opts::default()
+        })
+    }
+
     /// Starts a watchdog with full options.
     pub fn with(opts: Opts) -> Watchdog {
-        let port = free_port();
+        let main = listener();
+        let metrics = opts.metrics.then(listener);
+        let port = main.local_addr().unwrap().port();
+        let metrics_port = metrics
+            .as_ref()
+            .map_or(0, |l| l.local_addr().unwrap().port());
         let tmpdir = scratch_dir("wd");
         let mut c = if opts.launcher.is_empty() {
             Command::new(BIN)
@@ -116,11 +178,19 @@ impl Watchdog {
             c.args(&opts.launcher[1..]).arg(BIN);
             c
         };
-        c.env("PORT", port.to_string())
-            .env("TMPDIR", &tmpdir)
+        c.env("TMPDIR", &tmpdir)
             .env("metrics_port", "0")
+            .env_remove("PORT")
+            .env_remove("port")
             .env_remove("fprocess")
             .env_remove("mode");
+        pass_listeners(
+            &mut c,
+            &[Some(&main), metrics.as_ref()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>(),
+        );
         for (k, v) in &opts.env {
             c.env(k, v);
         }
@@ -132,6 +202,9 @@ impl Watchdog {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = c.spawn().expect("spawn fwatchdog");
+        // The child has its copies; ours would keep the ports open after it exits.
+        drop(main);
+        drop(metrics);
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut readers = Vec::new();
         for pipe in [
@@ -157,6 +230,7 @@ impl Watchdog {
         let mut wd = Watchdog {
             child,
             port,
+            metrics_port,
             tmpdir,
             stderr,
             readers,
