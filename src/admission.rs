@@ -42,6 +42,7 @@ pub fn context(
     if header_bytes > crate::server::MAX_HEADER_BYTES {
         return Err(Error::HeadersTooLarge(crate::server::MAX_HEADER_BYTES));
     }
+    check_host(parts)?;
     let exec_timeout = match parts.headers.get("x-timeout") {
         None => config.exec_timeout,
         Some(v) => {
@@ -73,6 +74,30 @@ pub fn context(
         peer_ip,
         metrics: metrics.clone(),
     })
+}
+
+/// RFC 9112 3.2: a request with more than one `Host`, or one that is not a valid
+/// `host[:port]`, is answered 400, never handed on (a function or an upstream would each
+/// pick a different one).
+fn check_host(parts: &Parts) -> Result<(), Error> {
+    let mut hosts = parts.headers.get_all(http::header::HOST).iter();
+    let (Some(host), None) = (hosts.next(), hosts.next()) else {
+        return match parts.headers.contains_key(http::header::HOST) {
+            true => Err(Error::BadRequest("more than one Host header".into())),
+            false => Ok(()),
+        };
+    };
+    // An empty Host is allowed (RFC 9112 3.2, for targets without an authority).
+    let valid = host.is_empty()
+        || host
+            .to_str()
+            .ok()
+            .and_then(|h| h.parse::<http::uri::Authority>().ok())
+            .is_some_and(|a| !a.as_str().contains('@'));
+    if !valid {
+        return Err(Error::BadRequest("Host is not a valid host[:port]".into()));
+    }
+    Ok(())
 }
 
 /// A deadline that never comes in practice (a year on), for sums that would not fit.

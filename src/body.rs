@@ -209,3 +209,96 @@ pub async fn read_body(
         Ok(Err(e)) => Err(Error::BadRequest(format!("reading body: {e}"))),
     }
 }
+
+/// A bound on bytes held in memory across all requests of one kind (bodies buffered before
+/// their signature is checked): one client may hold up to its per-request limit, but many
+/// clients together hold no more than this.
+pub struct Budget {
+    held: std::sync::atomic::AtomicU64,
+    limit: u64,
+}
+
+impl Budget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: u64) -> Budget {
+        Budget {
+            held: std::sync::atomic::AtomicU64::new(0),
+            limit,
+        }
+    }
+
+    /// Bytes held now.
+    pub fn held(&self) -> u64 {
+        self.held.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// One request's share of a [`Budget`], given back when dropped.
+struct Share<'a> {
+    budget: &'a Budget,
+    bytes: u64,
+}
+
+impl Share<'_> {
+    /// Grows the share to `total` bytes; false (and nothing taken) when that would exceed
+    /// the budget.
+    fn grow_to(&mut self, total: u64) -> bool {
+        use std::sync::atomic::Ordering;
+        let more = total.saturating_sub(self.bytes);
+        if more == 0 {
+            return true;
+        }
+        let b = self.budget;
+        let taken = b
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(more).filter(|&n| n <= b.limit)
+            });
+        if taken.is_ok() {
+            self.bytes = total;
+        }
+        taken.is_ok()
+    }
+}
+
+impl Drop for Share<'_> {
+    fn drop(&mut self) {
+        self.budget
+            .held
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Like [`read_body`], with every byte also counted against `budget` while it is held here:
+/// beyond it the request is refused with 503 (ours, retry later) before more is read. The
+/// declared length is claimed up front, so a large upload is refused before it starts.
+/// `inspect` sees each chunk as it arrives (to hash it without a second pass).
+pub async fn read_body_within(
+    mut body: ReqBody,
+    limit: u64,
+    deadline: tokio::time::Instant,
+    budget: &Budget,
+    mut inspect: impl FnMut(&[u8]),
+) -> Result<Bytes, crate::error::Error> {
+    use crate::error::Error;
+    let declared = http_body::Body::size_hint(&body).lower();
+    if declared > limit {
+        return Err(Error::BodyTooLarge(limit));
+    }
+    let busy = Error::Unavailable("too many unverified request bodies in memory; retry later");
+    let mut share = Share { budget, bytes: 0 };
+    if !share.grow_to(declared) {
+        return Err(busy);
+    }
+    let mut buf =
+        bytes::BytesMut::with_capacity(usize::try_from(declared.min(1024 * 1024)).unwrap_or(0));
+    let mut total = 0u64;
+    while let Some(data) = next_data(&mut body, deadline, &mut total, limit).await? {
+        if !share.grow_to(total) {
+            return Err(busy);
+        }
+        inspect(&data);
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
+}

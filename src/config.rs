@@ -176,6 +176,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "secrets", aliases: &[], default: "-", help: "comma list of secrets that must exist at start" },
     Setting { name: "api_key_secret", aliases: &[], default: "-", help: "secret whose value every request must present" },
     Setting { name: "hmac_secret", aliases: &[], default: "-", help: "secret that signs request bodies (X-Hub-Signature-256)" },
+    Setting { name: "hmac_buffer_limit", aliases: &[], default: "134217728", help: "bytes all requests together may hold while their HMAC is checked (503 beyond)" },
     Setting { name: "TMPDIR", aliases: &[], default: "/tmp", help: "lock file and file-mode scratch space" },
     Setting { name: "busy_poll", aliases: &[], default: "auto", help: "keep polling this long before sleeping (e.g. 100us, max 1ms): less latency, more CPU; 0 = off; auto = 100us in http mode with 2+ CPUs" },
 ];
@@ -245,6 +246,8 @@ pub struct Config {
     pub api_key_secret: Option<String>,
     /// Name of the HMAC secret.
     pub hmac_secret: Option<String>,
+    /// Bytes all requests together may hold while their HMAC is checked.
+    pub hmac_buffer_limit: u64,
     /// Scratch folder (`TMPDIR`, default `/tmp`).
     pub tmpdir: PathBuf,
     /// How long an idle runtime thread keeps polling before it sleeps, or `auto`.
@@ -595,6 +598,7 @@ impl Config {
             secrets,
             api_key_secret: r.string("api_key_secret"),
             hmac_secret: r.string("hmac_secret"),
+            hmac_buffer_limit: r.number("hmac_buffer_limit", 128 * 1024 * 1024)?,
             tmpdir: PathBuf::from(r.string("TMPDIR").unwrap_or_else(|| "/tmp".into())),
         })
     }

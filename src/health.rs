@@ -65,10 +65,7 @@ impl Health {
     /// Marks the function ready and writes the lock file.
     pub fn set_ready(&self) -> std::io::Result<()> {
         if let Some(path) = &self.inner.lock_path {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::write(path, b"")?;
+            create_lock(path)?;
         }
         self.inner.ready.store(true, Ordering::Release);
         self.inner.ready_changed.notify_waiters();
@@ -84,7 +81,12 @@ impl Health {
         // A name of its own: watchdogs sharing TMPDIR probe at the same moment, and one
         // would remove the other's probe before the other could.
         let probe = path.with_extension(format!("probe-{}", std::process::id()));
-        std::fs::write(&probe, b"")?;
+        if let Some(dir) = path.parent() {
+            // As in the fork modes: a missing TMPDIR is made, not a reason to stop.
+            std::fs::create_dir_all(dir)?;
+        }
+        refuse_special(path)?;
+        create_lock(&probe)?;
         std::fs::remove_file(&probe)
     }
 
@@ -165,5 +167,57 @@ impl Health {
             .started
             .elapsed()
             .saturating_sub(std::time::Duration::from_millis(last))
+    }
+}
+
+/// Writes an empty lock file at `path` that this process created itself: never through a
+/// symlink planted there, never into a FIFO or device (which could hang start-up). A
+/// regular file left by an earlier run is replaced.
+fn create_lock(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if refuse_special(path)? {
+        std::fs::remove_file(path)?;
+    }
+    // O_EXCL: fails if anything appeared at the path meanwhile (O_CREAT|O_EXCL never
+    // follows a symlink); O_NOFOLLOW and O_NONBLOCK make that doubly sure.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .map(drop)
+}
+
+/// An error when something other than a regular file is at `path`; `Ok(true)` when a
+/// regular file is there.
+fn refuse_special(path: &std::path::Path) -> std::io::Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() => Ok(true),
+        Ok(m) => Err(std::io::Error::other(format!(
+            "{} is a {}, not a regular file; refusing to write through it",
+            path.display(),
+            describe(m.file_type())
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn describe(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_symlink() {
+        "symlink"
+    } else if t.is_dir() {
+        "directory"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_socket() {
+        "socket"
+    } else {
+        "device"
     }
 }

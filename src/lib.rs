@@ -138,6 +138,7 @@ pub async fn run(
         auth,
         metrics,
     });
+    spawn_signal_forwarder(None).map_err(|e| RunError::Failed(e.to_string()))?;
     let mut sigterm =
         signal(SignalKind::terminate()).map_err(|e| RunError::Failed(e.to_string()))?;
     let mut sigint =
@@ -193,6 +194,38 @@ pub async fn run(
             health.inflight()
         )))
     }
+}
+
+/// SIGHUP, SIGUSR1, SIGUSR2 and SIGQUIT would end the watchdog without a drain (their
+/// default action), so a log-rotation signal or a stray `kill -HUP 1` became an outage.
+/// They are passed to the function's process group where a long-lived function exists
+/// (http mode), as tini and dumb-init do, and otherwise logged and ignored: a fork-mode
+/// function lives for one request and has nothing to reload.
+fn spawn_signal_forwarder(pgid: Option<i32>) -> std::io::Result<()> {
+    use nix::sys::signal::Signal;
+    let kinds = [
+        (SignalKind::hangup(), Signal::SIGHUP),
+        (SignalKind::user_defined1(), Signal::SIGUSR1),
+        (SignalKind::user_defined2(), Signal::SIGUSR2),
+        (SignalKind::quit(), Signal::SIGQUIT),
+    ];
+    for (kind, sig) in kinds {
+        let mut stream = signal(kind)?;
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                match pgid {
+                    Some(pg) => {
+                        let sent = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pg), sig);
+                        tracing::info!(signal = %sig, ok = sent.is_ok(), "forwarded to the function's process group");
+                    }
+                    None => {
+                        tracing::info!(signal = %sig, "ignored (no long-lived function to forward it to)")
+                    }
+                }
+            }
+        });
+    }
+    Ok(())
 }
 
 /// Health turns 503 and the lock file goes at once; requests keep being served until nothing

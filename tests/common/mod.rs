@@ -171,11 +171,15 @@ impl Watchdog {
             .as_ref()
             .map_or(0, |l| l.local_addr().unwrap().port());
         let tmpdir = scratch_dir("wd");
+        // FWATCHDOG_TEST_BIN runs the suite against another build (an older one, to see a
+        // new test fail before its fix); it gets the ports by number.
+        let other_bin = std::env::var("FWATCHDOG_TEST_BIN").ok();
+        let bin = other_bin.as_deref().unwrap_or(BIN);
         let mut c = if opts.launcher.is_empty() {
-            Command::new(BIN)
+            Command::new(bin)
         } else {
             let mut c = Command::new(opts.launcher[0]);
-            c.args(&opts.launcher[1..]).arg(BIN);
+            c.args(&opts.launcher[1..]).arg(bin);
             c
         };
         c.env("TMPDIR", &tmpdir)
@@ -201,6 +205,11 @@ impl Watchdog {
         c.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        let (main, metrics) = match other_bin {
+            // That build binds the ports itself (a probe: the only time the suite guesses).
+            Some(_) => (None, None),
+            None => (Some(main), metrics),
+        };
         let mut child = c.spawn().expect("spawn fwatchdog");
         // The child has its copies; ours would keep the ports open after it exits.
         drop(main);
@@ -515,7 +524,7 @@ pub fn marker(tag: &str) -> String {
 
 /// Runs the binary to completion with `env` and `args`; returns (exit code, stderr).
 pub fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
-    let mut c = Command::new(BIN);
+    let mut c = Command::new(std::env::var("FWATCHDOG_TEST_BIN").unwrap_or(BIN.into()));
     c.env_remove("fprocess")
         .env_remove("mode")
         .env("metrics_port", "0");
