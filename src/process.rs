@@ -1,6 +1,7 @@
 //! Process supervision: spawn a function in its own process group, kill the whole group with a
 //! grace period, and forward its output to the log line by line.
 
+use std::future::Future;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitStatus;
@@ -56,6 +57,22 @@ impl FunctionProcess {
             self.reaped = true;
         }
         status
+    }
+
+    /// [`FunctionProcess::wait`] as a poll, for watching the leader's exit while reading its
+    /// output. tokio's wait is cancel-safe, so a fresh future per poll loses nothing.
+    pub fn poll_wait(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<ExitStatus>> {
+        let status = {
+            let wait = std::pin::pin!(self.child().wait());
+            std::task::ready!(wait.poll(cx))
+        };
+        if status.is_ok() {
+            self.reaped = true;
+        }
+        std::task::Poll::Ready(status)
     }
 
     /// Stops the whole group now: SIGTERM at once, SIGKILL after the grace, in the background.

@@ -107,20 +107,33 @@ impl FileMode {
         if !status.success() {
             // A failed run is answered like serializing mode (its stdout, or a line naming
             // the exit status); a half-written OUTPUT_FILE is no answer.
-            return self.fork.respond_collected(status, stdout);
+            return self.fork.respond_collected(&parts.method, status, stdout);
         }
         let Some((file, len)) = open_output(&output)? else {
-            return self.fork.respond_collected(status, stdout);
+            return self.fork.respond_collected(&parts.method, status, stdout);
         };
-        // With cgi_response, stdout may still carry the header block for the file's body.
-        let resp = self.fork.respond_collected(status, stdout)?;
-        let (mut head, _stdout_body) = resp.into_parts();
-        head.headers.remove(header::TRANSFER_ENCODING);
-        head.headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        // With cgi_response, stdout may still carry the header block for the file's body,
+        // and a Content-Length there must be the file's.
+        let c = self.fork.parse_collected(status, stdout)?;
+        let bodiless = parts.method == http::Method::HEAD
+            || c.code == http::StatusCode::NO_CONTENT
+            || c.code == http::StatusCode::NOT_MODIFIED;
+        if !bodiless {
+            crate::cgi::check_length(c.declared, len).map_err(Error::FunctionFailed)?;
+        }
+        let mut headers = c.headers;
+        if !headers.contains_key(header::CONTENT_TYPE) {
+            if let Ok(v) = HeaderValue::from_str(&self.fork.config().content_type) {
+                headers.insert(header::CONTENT_TYPE, v);
+            }
+        }
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         // The request's folder goes once the last byte is out or the client goes away.
         let body = Guarded::wrap(FileBody::boxed(file, len, READ_CHUNK), scratch);
-        Ok(Response::from_parts(head, body))
+        let mut resp = Response::new(body);
+        *resp.status_mut() = c.code;
+        *resp.headers_mut() = headers;
+        Ok(resp)
     }
 
     /// Streams the body into `dir/input.<ext>` within the read deadline and size limit, and

@@ -1,25 +1,33 @@
 //! `streaming` and `serializing`: a fresh process per request, in its own process group.
+//!
+//! Every response is framed by the watchdog from the bytes it counted: a function's CGI
+//! head may not set Content-Length (checked against the body where the whole body is in
+//! hand, dropped where it streams) or any of [`cgi::FRAMING_HEADERS`].
 
-use std::pin::Pin;
+mod output;
+
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
-use http_body::Frame;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
-use tokio::process::{ChildStdin, ChildStdout, Command};
+use tokio::io::AsyncWriteExt;
+use tokio::process::{ChildStdin, Command};
 use tokio::sync::oneshot;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
-use crate::body::{self, Body, BoxError, ReqBody};
+use crate::body::{self, Body, ReqBody};
 use crate::cgi;
 use crate::config::{Config, Mode};
 use crate::error::Error;
 use crate::function::Ctx;
 use crate::process::{self, describe_exit, FunctionProcess, LogOptions};
+
+pub use output::EXIT_DRAIN_GRACE;
+use output::{
+    feed_stdin, poll_body_err, take_ready, Output, OutputReader, StreamingBody, SMALL_BODY,
+};
 
 /// The fork-per-request runner shared by `streaming`, `serializing` and `file`.
 pub struct Fork {
@@ -27,33 +35,22 @@ pub struct Fork {
     log: LogOptions,
 }
 
-/// How the function's output is collected.
-enum Output {
-    /// stdout piped (stderr to the log, or into the same pipe with `combine_output`).
-    Stdout(ChildStdout),
-    /// stdout and stderr share one pipe (`combine_output`).
-    Combined(tokio::net::unix::pipe::Receiver),
-}
-
-impl AsyncRead for Output {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Output::Stdout(s) => Pin::new(s).poll_read(cx, buf),
-            Output::Combined(r) => Pin::new(r).poll_read(cx, buf),
-        }
-    }
-}
-
 /// A started function with its pipes.
 pub struct Started {
-    /// The process group.
-    pub proc: FunctionProcess,
     stdin: Option<ChildStdin>,
-    output: Output,
+    reader: OutputReader,
+}
+
+/// A collected run's CGI head, with the framing headers taken out.
+pub struct Collected {
+    /// The CGI Status, or 200.
+    pub code: StatusCode,
+    /// The function's headers, without framing ones.
+    pub headers: HeaderMap,
+    /// The Content-Length the function declared (valid syntax), if any.
+    pub declared: Option<u64>,
+    /// What followed the head.
+    pub body: Bytes,
 }
 
 impl Fork {
@@ -80,10 +77,7 @@ impl Fork {
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..]).args(extra_args);
         if self.config.cgi_headers {
-            cmd.envs(cgi::request_env(parts));
-            if !parts.headers.contains_key("x-call-id") {
-                cmd.env("Http_X_Call_Id", &ctx.call_id);
-            }
+            cmd.envs(cgi::request_env(parts, &ctx.call_id));
         }
         for (k, v) in extra_env {
             cmd.env(k, v);
@@ -107,20 +101,20 @@ impl Fork {
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(process::forward_lines(stderr, "stderr", self.log));
         }
-        let output = match combined {
-            Some(reader) => {
+        let output = match (combined, child.stdout.take()) {
+            (Some(reader), _) => {
                 let fd: std::os::fd::OwnedFd = reader.into();
                 Output::Combined(
                     tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
                         .map_err(spawn_error(argv))?,
                 )
             }
-            None => Output::Stdout(child.stdout.take().expect("stdout piped")),
+            (None, Some(stdout)) => Output::Stdout(stdout),
+            (None, None) => return Err(Error::FunctionFailed("stdout not piped".into())),
         };
         Ok(Started {
-            proc,
             stdin,
-            output,
+            reader: OutputReader::new(output, proc),
         })
     }
 
@@ -134,11 +128,7 @@ impl Fork {
 
     async fn streaming(&self, req: Request<ReqBody>, ctx: &Ctx) -> Result<Response<Body>, Error> {
         let (parts, body) = req.into_parts();
-        let Started {
-            proc,
-            stdin,
-            output,
-        } = self.start(&parts, ctx, &[], &[], true)?;
+        let Started { stdin, mut reader } = self.start(&parts, ctx, &[], &[], true)?;
         let (err_tx, err_rx) = oneshot::channel();
         let mut body_err = Some(err_rx);
         if let Some(mut stdin) = stdin {
@@ -148,6 +138,7 @@ impl Fork {
             let size: usize = prefix.iter().map(Bytes::len).sum();
             if limit > 0 && size as u64 > limit {
                 drop(stdin);
+                reader.abort();
                 return Err(Error::BodyTooLarge(limit));
             }
             if complete && size <= SMALL_BODY {
@@ -165,12 +156,6 @@ impl Fork {
             }
         }
         let mut deadline = ctx.deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
-        let mut reader = OutputReader {
-            output,
-            proc: Some(proc),
-            buf: BytesMut::new(),
-            next_reserve: READ_MIN,
-        };
         // Headers go out with the first output, so a function that times out before
         // printing anything still gets a clean 504.
         let mut head = BytesMut::new();
@@ -211,14 +196,14 @@ impl Fork {
                             "output ended inside the CGI header block".into(),
                         ));
                     }
-                    let mut proc = reader.proc.take().expect("process present");
                     let status = tokio::select! {
-                        s = proc.wait() => s.map_err(|e| Error::FunctionFailed(e.to_string()))?,
-                        _ = wait_deadline(&mut deadline) => { proc.terminate(); return Err(Error::Timeout(ctx.timeout())) }
+                        s = reader.exit_status() => s.map_err(|e| Error::FunctionFailed(e.to_string())),
+                        _ = wait_deadline(&mut deadline) => { reader.abort(); return Err(Error::Timeout(ctx.timeout())) }
                     };
+                    reader.done();
                     return Ok(exit_response(
                         &self.config,
-                        status,
+                        status?,
                         Bytes::new(),
                         HeaderMap::new(),
                         StatusCode::OK,
@@ -230,19 +215,30 @@ impl Fork {
                 }
             }
         };
+        let declared = match cgi::take_framing(&mut headers) {
+            Ok(d) => d,
+            Err(why) => {
+                reader.abort();
+                return Err(Error::FunctionFailed(why));
+            }
+        };
         set_content_type(&mut headers, &self.config.content_type);
         // Output already waiting goes out with the headers, without waiting for more. If the
         // function has already finished, the whole response fits in one write with a
-        // Content-Length instead of a chunked stream.
+        // Content-Length instead of a chunked stream, and a declared length is checked.
         if reader.drain_ready(&mut head) {
-            if let Some(p) = reader.proc.take() {
-                p.finish();
+            reader.done();
+            let (body, length) = frame_body(&parts.method, status, declared, head.freeze())?;
+            if let Some(len) = length {
+                headers.insert(header::CONTENT_LENGTH, len);
             }
-            let mut resp = Response::new(body::full(head.freeze()));
+            let mut resp = Response::new(body::full(body));
             *resp.status_mut() = status;
             *resp.headers_mut() = headers;
             return Ok(resp);
         }
+        // Streamed: the declared length is dropped and the watchdog frames the body (chunked),
+        // so a wrong one can neither cut the body short nor run into the next response.
         let body = StreamingBody {
             reader,
             pending: Some(head.freeze()).filter(|b| !b.is_empty()),
@@ -263,21 +259,19 @@ impl Fork {
             body::read_body(body, self.config.buffered_body_limit(), ctx.read_deadline).await?;
         let started = self.start(&parts, ctx, &[], &[], true)?;
         let (status, out) = self.run_collect(started, Some(input), ctx).await?;
-        self.respond_collected(status, out)
+        self.respond_collected(&parts.method, status, out)
     }
 
     /// Feeds `input` (if any), collects all output and waits for exit, within the deadline.
+    /// The output ends when the pipe closes, or [`EXIT_DRAIN_GRACE`] after the function
+    /// exited while something it started still holds the pipe (that process is stopped).
     pub async fn run_collect(
         &self,
         started: Started,
         input: Option<Bytes>,
         ctx: &Ctx,
-    ) -> Result<(ExitStatus, Vec<u8>), Error> {
-        let Started {
-            mut proc,
-            stdin,
-            mut output,
-        } = started;
+    ) -> Result<(ExitStatus, Bytes), Error> {
+        let Started { stdin, mut reader } = started;
         if let (Some(mut stdin), Some(input)) = (stdin, input) {
             // A function that exits without reading its input is fine: ignore EPIPE.
             tokio::spawn(async move {
@@ -285,13 +279,12 @@ impl Fork {
             });
         }
         let run = async {
-            let mut out = Vec::new();
-            output
-                .read_to_end(&mut out)
+            let out = reader
+                .collect()
                 .await
                 .map_err(|e| Error::FunctionFailed(format!("reading output: {e}")))?;
-            let status = proc
-                .wait()
+            let status = reader
+                .exit_status()
                 .await
                 .map_err(|e| Error::FunctionFailed(e.to_string()))?;
             Ok::<_, Error>((status, out))
@@ -302,52 +295,106 @@ impl Fork {
         };
         match result {
             Ok(r) => {
-                proc.finish();
+                reader.done();
                 r
             }
             Err(_) => {
-                proc.terminate();
+                reader.abort();
                 Err(Error::Timeout(ctx.timeout()))
             }
         }
     }
 
+    /// Splits collected output into its CGI head (when `cgi_response`) and body. A failed
+    /// run's output is passed on as it is when it holds no valid head; a successful run's
+    /// must. Framing headers are taken out and a declared length is checked for syntax.
+    pub fn parse_collected(&self, status: ExitStatus, out: Bytes) -> Result<Collected, Error> {
+        let mut c = Collected {
+            code: StatusCode::OK,
+            headers: HeaderMap::new(),
+            declared: None,
+            body: out,
+        };
+        if !self.config.cgi_response {
+            return Ok(c);
+        }
+        match cgi::parse_response_headers(&c.body) {
+            cgi::Parsed::Done {
+                status: code,
+                headers,
+                body_start,
+            } => {
+                c.code = code;
+                c.headers = headers;
+                c.body = c.body.slice(body_start..);
+                c.declared = cgi::take_framing(&mut c.headers).map_err(Error::FunctionFailed)?;
+            }
+            cgi::Parsed::Incomplete if c.body.is_empty() => {}
+            _ if !status.success() => {}
+            cgi::Parsed::Incomplete => {
+                return Err(Error::FunctionFailed(
+                    "output ended inside the CGI header block".into(),
+                ))
+            }
+            cgi::Parsed::Invalid(why) => return Err(Error::FunctionFailed(why)),
+        }
+        Ok(c)
+    }
+
     /// The response for collected output: CGI headers applied, 500 on a failed exit.
     pub fn respond_collected(
         &self,
+        method: &Method,
         status: ExitStatus,
-        out: Vec<u8>,
+        out: Bytes,
     ) -> Result<Response<Body>, Error> {
-        let mut out = Bytes::from(out);
-        let (mut code, mut headers) = (StatusCode::OK, HeaderMap::new());
-        if self.config.cgi_response {
-            match cgi::parse_response_headers(&out) {
-                cgi::Parsed::Done {
-                    status: cgi_status,
-                    headers: h,
-                    body_start,
-                } => {
-                    code = cgi_status;
-                    headers = h;
-                    out = out.slice(body_start..);
-                }
-                cgi::Parsed::Incomplete if out.is_empty() => {}
-                // A failed run's output is passed on as it is, headers or not.
-                _ if !status.success() => {}
-                cgi::Parsed::Incomplete => {
-                    return Err(Error::FunctionFailed(
-                        "output ended inside the CGI header block".into(),
-                    ))
-                }
-                cgi::Parsed::Invalid(why) => return Err(Error::FunctionFailed(why)),
-            }
+        let mut c = self.parse_collected(status, out)?;
+        let (body, length) = frame_body(method, c.code, c.declared, c.body)?;
+        if let Some(len) = length {
+            c.headers.insert(header::CONTENT_LENGTH, len);
         }
-        Ok(exit_response(&self.config, status, out, headers, code))
+        Ok(exit_response(&self.config, status, body, c.headers, c.code))
     }
 }
 
+/// Checks a whole body against the length the function declared, and says what to send:
+/// the body, and a Content-Length to set when it is not the body's own. A response that
+/// carries no body (HEAD, 204, 304) may declare the length a GET would have had; for HEAD
+/// that length is kept and nothing is sent.
+fn frame_body(
+    method: &Method,
+    code: StatusCode,
+    declared: Option<u64>,
+    body: Bytes,
+) -> Result<(Bytes, Option<HeaderValue>), Error> {
+    if method == Method::HEAD {
+        return Ok(match declared {
+            Some(d) => (Bytes::new(), Some(HeaderValue::from(d))),
+            None => (body, None),
+        });
+    }
+    if code == StatusCode::NO_CONTENT || code == StatusCode::NOT_MODIFIED {
+        return Ok((body, None));
+    }
+    cgi::check_length(declared, body.len() as u64).map_err(Error::FunctionFailed)?;
+    Ok((body, None))
+}
+
+/// Resource exhaustion while starting the function is the watchdog's state, not the
+/// function's fault: 503 (retry, elsewhere if need be), with a log line naming the error.
+/// Anything else (no such program, not executable) is the function's: 502.
 fn spawn_error(argv: &[String]) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |e| Error::FunctionFailed(format!("cannot start {:?}: {e}", argv[0]))
+    use nix::libc::{EAGAIN, EMFILE, ENFILE, ENOMEM};
+    move |e| {
+        let reason = match e.raw_os_error() {
+            Some(EMFILE | ENFILE) => "cannot start the function: out of file descriptors",
+            Some(EAGAIN) => "cannot start the function: out of processes",
+            Some(ENOMEM) => "cannot start the function: out of memory",
+            _ => return Error::FunctionFailed(format!("cannot start {:?}: {e}", argv[0])),
+        };
+        tracing::warn!(command = ?argv[0], error = %e, "{reason}");
+        Error::Unavailable(reason)
+    }
 }
 
 fn set_content_type(headers: &mut HeaderMap, default: &str) {
@@ -383,6 +430,8 @@ fn exit_response(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        // The body is ours now: a length the function declared for its own does not apply.
+        headers.remove(header::CONTENT_LENGTH);
         Bytes::from(format!("function failed: {}\n", describe_exit(&status)))
     } else {
         out
@@ -394,207 +443,9 @@ fn exit_response(
     resp
 }
 
-async fn wait_deadline(deadline: &mut Option<Pin<Box<Sleep>>>) {
+async fn wait_deadline(deadline: &mut Option<std::pin::Pin<Box<Sleep>>>) {
     match deadline {
         Some(d) => d.as_mut().await,
         None => std::future::pending().await,
     }
 }
-
-/// Copies the request body to the function's stdin as it arrives, then closes stdin.
-async fn feed_stdin(
-    prefix: Vec<Bytes>,
-    mut body: ReqBody,
-    mut stdin: ChildStdin,
-    deadline: Instant,
-    limit: u64,
-    err_tx: oneshot::Sender<Error>,
-) {
-    let mut total: u64 = 0;
-    for data in &prefix {
-        total += data.len() as u64;
-        if stdin.write_all(data).await.is_err() {
-            return;
-        }
-    }
-    loop {
-        match body::next_data(&mut body, deadline, &mut total, limit).await {
-            Ok(None) => return,
-            Ok(Some(data)) => {
-                if stdin.write_all(&data).await.is_err() {
-                    // The function stopped reading its input; its output still counts.
-                    return;
-                }
-            }
-            Err(e) => {
-                let _ = err_tx.send(e);
-                return;
-            }
-        }
-    }
-}
-
-/// A body at most this big that has fully arrived is written to stdin directly; a pipe
-/// holds 64 KiB, so the write cannot block.
-const SMALL_BODY: usize = 32 * 1024;
-
-/// Takes the body frames that have already arrived, without waiting (up to about
-/// [`SMALL_BODY`]); true when that was the whole body. A failed frame ends the prefix and
-/// is reported again by the feeder's next read.
-fn take_ready(body: &mut ReqBody) -> (Vec<Bytes>, bool) {
-    use http_body::Body as _;
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    let mut prefix = Vec::new();
-    let mut size = 0;
-    if body.is_end_stream() {
-        return (prefix, true);
-    }
-    while size <= SMALL_BODY {
-        match Pin::new(&mut *body).poll_frame(&mut cx) {
-            Poll::Ready(None) => return (prefix, true),
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    size += data.len();
-                    prefix.push(data);
-                }
-                if body.is_end_stream() {
-                    return (prefix, true);
-                }
-            }
-            Poll::Ready(Some(Err(_))) | Poll::Pending => break,
-        }
-    }
-    (prefix, false)
-}
-
-/// Ready with the request-body failure, if the body feeder reported one; pending forever
-/// once the feeder finished cleanly (the receiver is cleared so it is never polled again).
-fn poll_body_err(rx: &mut Option<oneshot::Receiver<Error>>, cx: &mut Context<'_>) -> Poll<Error> {
-    let Some(r) = rx else { return Poll::Pending };
-    match Pin::new(r).poll(cx) {
-        Poll::Ready(Ok(err)) => {
-            *rx = None;
-            Poll::Ready(err)
-        }
-        Poll::Ready(Err(_)) => {
-            *rx = None;
-            Poll::Pending
-        }
-        Poll::Pending => Poll::Pending,
-    }
-}
-
-/// Reads function output in chunks and owns the process until output ends.
-struct OutputReader {
-    output: Output,
-    proc: Option<FunctionProcess>,
-    buf: BytesMut,
-    /// How much to reserve for the next read: small for the usual short answer (a large
-    /// buffer per request makes musl's allocator map and unmap memory every time), doubled
-    /// while reads keep filling it, for bulk output.
-    next_reserve: usize,
-}
-
-/// First read buffer per request, and the most a buffer grows to.
-const READ_MIN: usize = 8 * 1024;
-const READ_MAX: usize = 64 * 1024;
-
-impl OutputReader {
-    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<Option<Bytes>>> {
-        if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(self.next_reserve);
-        }
-        let dst = self.buf.spare_capacity_mut();
-        let room = dst.len();
-        let mut rb = ReadBuf::uninit(dst);
-        ready!(Pin::new(&mut self.output).poll_read(cx, &mut rb))?;
-        let n = rb.filled().len();
-        if n == 0 {
-            return Poll::Ready(Ok(None));
-        }
-        if n == room {
-            self.next_reserve = (self.next_reserve * 2).min(READ_MAX);
-        }
-        // SAFETY: poll_read initialised the first n bytes of the spare capacity.
-        unsafe { self.buf.set_len(self.buf.len() + n) };
-        Poll::Ready(Ok(Some(self.buf.split().freeze())))
-    }
-
-    /// Appends output that is already readable to `head` (up to a bound) without waiting;
-    /// true when the output has ended.
-    fn drain_ready(&mut self, head: &mut BytesMut) -> bool {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        while head.len() < 256 * 1024 {
-            match self.poll_chunk(&mut cx) {
-                Poll::Ready(Ok(Some(data))) => head.extend_from_slice(&data),
-                Poll::Ready(Ok(None)) => return true,
-                Poll::Ready(Err(_)) | Poll::Pending => return false,
-            }
-        }
-        false
-    }
-
-    async fn next_chunk(&mut self) -> std::io::Result<Option<Bytes>> {
-        std::future::poll_fn(|cx| self.poll_chunk(cx)).await
-    }
-
-    fn abort(&mut self) {
-        if let Some(p) = self.proc.take() {
-            p.terminate();
-        }
-    }
-}
-
-/// The body of a streaming response: function output as it is written. A timeout, a failed
-/// request body or the client going away stops the process group, and the body then ends
-/// with an error so the client sees an aborted response, never a truncated 200.
-struct StreamingBody {
-    reader: OutputReader,
-    pending: Option<Bytes>,
-    deadline: Option<Pin<Box<Sleep>>>,
-    body_err: Option<oneshot::Receiver<Error>>,
-    timeout: std::time::Duration,
-    metrics: Arc<crate::metrics::Metrics>,
-}
-
-impl http_body::Body for StreamingBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        if let Some(data) = this.pending.take() {
-            return Poll::Ready(Some(Ok(Frame::data(data))));
-        }
-        if let Poll::Ready(err) = poll_body_err(&mut this.body_err, cx) {
-            this.reader.abort();
-            return Poll::Ready(Some(Err(err.to_string().into())));
-        }
-        if let Some(d) = &mut this.deadline {
-            if d.as_mut().poll(cx).is_ready() {
-                this.reader.abort();
-                this.metrics.timeout();
-                tracing::warn!(timeout = ?this.timeout, "function timed out while streaming; response aborted");
-                return Poll::Ready(Some(Err(Error::Timeout(this.timeout).to_string().into())));
-            }
-        }
-        match ready!(this.reader.poll_chunk(cx)) {
-            Ok(Some(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),
-            Ok(None) => {
-                if let Some(p) = this.reader.proc.take() {
-                    p.finish();
-                }
-                Poll::Ready(None)
-            }
-            Err(e) => {
-                this.reader.abort();
-                Poll::Ready(Some(Err(e.into())))
-            }
-        }
-    }
-}
-
-use std::future::Future;
