@@ -147,4 +147,38 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 36);
     }
+
+    proptest::proptest! {
+        /// X-Timeout and Host are a client's bytes: any value gives a context or a 400,
+        /// never a panic, and an accepted timeout never exceeds exec_timeout.
+        #[test]
+        fn any_x_timeout_or_host_is_a_context_or_a_400(
+            timeout in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            host in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            exec in proptest::prop_oneof![proptest::strategy::Just("0"), proptest::strategy::Just("30s")],
+        ) {
+            let env: std::collections::HashMap<String, String> =
+                [("fprocess", "cat"), ("exec_timeout", exec)]
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+            let config = Config::from_lookup(&env, None).unwrap();
+            let mut parts = http::Request::new(()).into_parts().0;
+            if let Ok(v) = http::HeaderValue::from_bytes(&timeout) {
+                parts.headers.insert("x-timeout", v);
+            }
+            if let Ok(v) = http::HeaderValue::from_bytes(&host) {
+                parts.headers.insert(http::header::HOST, v);
+            }
+            let metrics = Metrics::new();
+            match context(&parts, &config, "id", Instant::now(), None, &metrics) {
+                Ok(ctx) => {
+                    if let Some(limit) = config.exec_timeout {
+                        proptest::prop_assert!(ctx.timeout() <= limit);
+                    }
+                }
+                Err(e) => proptest::prop_assert_eq!(e.status(), http::StatusCode::BAD_REQUEST),
+            }
+        }
+    }
 }

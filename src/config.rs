@@ -336,7 +336,9 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
     if v.len() > 64 {
         return Err("is too long to be a duration".into());
     }
-    let d = if let Ok(secs) = v.parse::<f64>() {
+    let d = if let Some(d) = exact_seconds(v) {
+        d
+    } else if let Ok(secs) = v.parse::<f64>() {
         if secs.is_nan() || secs < 0.0 {
             return Err(format!("{v:?} must be a number of seconds, not negative"));
         }
@@ -351,6 +353,24 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
         return Err(too_long(v));
     }
     Ok(d)
+}
+
+/// `123` or `123.456`: seconds read exactly (to the nanosecond), where going through an
+/// `f64` would round `17481325.343` to `17481325.342999998`.
+fn exact_seconds(v: &str) -> Option<Duration> {
+    let (whole, frac) = v.split_once('.').unwrap_or((v, ""));
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if !frac.bytes().all(|b| b.is_ascii_digit()) || (v.contains('.') && frac.is_empty()) {
+        return None;
+    }
+    let secs: u64 = whole.parse().ok()?;
+    let mut nanos = 0u32;
+    for (i, d) in frac.bytes().take(9).enumerate() {
+        nanos += u32::from(d - b'0') * 10u32.pow(8 - i as u32);
+    }
+    Some(Duration::new(secs, nanos))
 }
 
 fn too_long(v: &str) -> String {

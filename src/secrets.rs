@@ -882,4 +882,44 @@ mod tests {
         let p = parts(&[("x-hub-signature-256", &sig)]);
         assert!(auth.verify(&p, full(b"x"), soon()).await.is_err());
     }
+
+    fn raw_parts(name: &'static str, value: &[u8]) -> Option<Parts> {
+        let v = http::HeaderValue::from_bytes(value).ok()?;
+        let mut p = parts(&[]);
+        p.headers.insert(name, v);
+        Some(p)
+    }
+
+    proptest::proptest! {
+        /// The signature and API-key headers are a client's bytes: any value is parsed
+        /// without a panic, and only `sha256=` with 64 hex digits is a signature.
+        #[test]
+        fn signature_header_parsing_never_panics(value in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            if let Some(p) = raw_parts("x-hub-signature-256", &value) {
+                let parsed = signature(&p);
+                let text = String::from_utf8_lossy(&value);
+                let hex = text.trim().strip_prefix("sha256=").unwrap_or("");
+                let well_formed = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+                proptest::prop_assert_eq!(parsed.is_ok(), well_formed, "{:?}", text);
+            }
+            if let Some(p) = raw_parts("authorization", &value) {
+                let _ = check_api_key(&p, &SecretValue(b"k".to_vec()));
+            }
+        }
+
+        /// A signature made with the key round-trips; any change to the body breaks it.
+        #[test]
+        fn signatures_round_trip(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), flip in 0usize..300) {
+            let sig = sign(b"key", &body);
+            let p = parts(&[("x-hub-signature-256", &sig)]);
+            let decoded = signature(&p).unwrap();
+            proptest::prop_assert!(hmac_matches(b"key", &body, &decoded));
+            if !body.is_empty() {
+                let mut changed = body.clone();
+                let i = flip % changed.len();
+                changed[i] ^= 1;
+                proptest::prop_assert!(!hmac_matches(b"key", &changed, &decoded));
+            }
+        }
+    }
 }

@@ -346,7 +346,12 @@ fn request_headers_cannot_spoof_the_watchdogs_own_variables() {
 #[test]
 fn out_of_descriptors_is_a_503_with_a_reason_never_a_502() {
     let mut wd = Watchdog::with(Opts {
-        env: vec![("mode", "streaming".to_string())],
+        // Above the descriptor limit on purpose: the cap (auto: half the limit) would
+        // otherwise keep the watchdog from ever running out.
+        env: vec![
+            ("mode", "streaming".to_string()),
+            ("max_connections", "1000".to_string()),
+        ],
         cmd: vec!["echo", "ok"],
         launcher: vec!["prlimit", "--nofile=40:40"],
         ..Opts::default()

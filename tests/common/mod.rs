@@ -531,7 +531,15 @@ pub fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
     for (k, v) in env {
         c.env(k, v);
     }
+    // A listener of its own, unless the test is about PORT: a run that gets as far as
+    // binding must not depend on 8080 being free.
+    let own = listener();
+    let about_port = env.iter().any(|(k, _)| k.eq_ignore_ascii_case("port"));
+    if !about_port && std::env::var("FWATCHDOG_TEST_BIN").is_err() {
+        pass_listeners(&mut c, &[&own]);
+    }
     let out = c.args(args).stdin(Stdio::null()).output().unwrap();
+    drop(own);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
