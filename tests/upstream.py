@@ -115,7 +115,7 @@ class Handler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         count("hits", path)
         args = urllib.parse.parse_qs(query, keep_blank_values=True)
-        if path == "/stats":
+        if path in ("/stats", "/api/stats"):
             with STATS_LOCK:
                 body = json.dumps(STATS).encode()
             return self.send(200, body)

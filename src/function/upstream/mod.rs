@@ -25,7 +25,8 @@
 //!    after [`IDLE_FOR`], or after a bit less than the upstream's `Keep-Alive: timeout`.
 //! 4. A request is sent a second time only when it is idempotent (RFC 9110 9.2.2) and has
 //!    no body, went out on a reused connection, and not a byte of the answer came back; the
-//!    retry uses a new connection and is never retried itself.
+//!    retry uses a new connection and is never retried itself. A request that may not be
+//!    retried only reuses a connection idle for less than [`UNSAFE_IDLE_FOR`].
 //! 5. Framing from the upstream is strict (see `head.rs`): Content-Length is 1*DIGIT
 //!    (identical repeats allowed), Transfer-Encoding ends in `chunked`; anything else is a
 //!    502 before the client sees a byte. Bad chunks abort the response.
@@ -72,6 +73,12 @@ pub(super) const IDLE_FOR: Duration = Duration::from_millis(1500);
 /// A pooled connection idle this long is checked with a syscall before reuse; sooner, the
 /// connection was just used and the runtime's readiness state is current enough.
 const PROBE_AFTER: Duration = Duration::from_millis(1);
+/// A request that may not be retried (a body, or a method that is not idempotent) takes only
+/// a connection idle for less than this. The liveness check cannot see a close that is
+/// still on its way (the upstream's idle timer fired but it has not closed yet); that race
+/// is only run by connections about as old as the upstream's idle timeout, which no common
+/// server sets this short. Under load connections idle far less, so they are still reused.
+const UNSAFE_IDLE_FOR: Duration = Duration::from_millis(250);
 
 /// The function's HTTP/1.1 endpoint and its idle connections.
 pub struct Pool {
@@ -150,7 +157,8 @@ impl Pool {
         };
         let mut wire = Vec::with_capacity(512);
         write_head(&mut wire, head, framing == Some(ReqFraming::Chunked));
-        let conn = self.checkout().await?;
+        let retryable = framing.is_none() && idempotent(head.method);
+        let conn = self.checkout(retryable).await?;
         if let Some(framing) = framing {
             let body = Some((body, framing, read_deadline));
             return self
@@ -158,7 +166,7 @@ impl Pool {
                 .await
                 .map_err(Failure::into_send_error);
         }
-        let retry = conn.reused && idempotent(head.method);
+        let retry = conn.reused && retryable;
         match self.exchange(conn, &wire, None, head.method, upgrade).await {
             Err(Failure::BeforeAnswer(why)) if retry => {
                 tracing::debug!(error = %why, "reused upstream connection failed; retrying once");
@@ -205,17 +213,23 @@ impl Pool {
         }
     }
 
-    async fn checkout(&self) -> Result<Conn, SendError> {
+    /// The most recently used idle connection that is still good, or a new one. A request
+    /// that cannot be retried leaves connections idle for [`UNSAFE_IDLE_FOR`] or more in
+    /// the pool (the LIFO top is the youngest, so it stops at the first).
+    async fn checkout(&self, retryable: bool) -> Result<Conn, SendError> {
         loop {
-            let next = self
-                .idle
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pop();
-            let Some((conn, since)) = next else {
+            let next = {
+                let mut pool = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                match pool.last().map(|(_, since)| since.elapsed()) {
+                    Some(idle) if retryable || idle < UNSAFE_IDLE_FOR => {
+                        pool.pop().map(|(conn, _)| (conn, idle))
+                    }
+                    _ => None,
+                }
+            };
+            let Some((conn, idle)) = next else {
                 break;
             };
-            let idle = since.elapsed();
             if idle >= conn.keep {
                 continue;
             }

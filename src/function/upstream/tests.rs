@@ -9,9 +9,12 @@ use proptest::prelude::*;
 use super::framing::{chunk_step, length_step, Chunk, ChunkStep, RespFraming, MAX_CHUNK_LINE};
 use super::head::{keep_alive_timeout, keeps_alive, parse_head, response_framing, MAX_HEADERS};
 
+/// A decoded chunked message: its body, and the bytes that followed it.
+type Decoded = (Vec<u8>, Vec<u8>);
+
 /// Feeds `wire` to the chunked decoder `cut` bytes per read: the body, the bytes left after
 /// the message, or the decoder's error; `Ok(None)` when the input ran out first.
-fn decode(wire: &[u8], cut: usize) -> Result<Option<(Vec<u8>, Vec<u8>)>, &'static str> {
+fn decode(wire: &[u8], cut: usize) -> Result<Option<Decoded>, &'static str> {
     let mut buf = BytesMut::new();
     let mut state = RespFraming::Chunked(Chunk::Size);
     let mut out = Vec::new();
@@ -421,4 +424,46 @@ proptest! {
             (theirs, ours) => prop_assert!(false, "httparse {:?}, ours {:?}", theirs, ours.map(|o| o.map(|h| h.0.status))),
         }
     }
+}
+
+/// The runtime's readiness state lags the socket until its reactor next runs; a pooled
+/// connection's liveness check must not trust it after an idle moment. Here nothing lets
+/// the reactor run between the upstream's bytes (or FIN) and the check, as under load.
+#[test]
+fn liveness_check_sees_what_the_reactor_has_not_yet() {
+    use std::io::Write;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for unasked in [true, false] {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let upstream = crate::config::Upstream::Tcp {
+                authority: listener.local_addr().unwrap().to_string(),
+                prefix: String::new(),
+            };
+            let conn = super::conn::connect(&upstream).await.unwrap();
+            let (mut peer, _) = listener.accept().unwrap();
+            // Let the reactor see the (empty) socket once.
+            tokio::task::yield_now().await;
+            assert!(conn.looks_open() && conn.still_open());
+            if unasked {
+                peer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTALE")
+                    .unwrap();
+            } else {
+                drop(peer);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            // No await since: the runtime has not been told.
+            assert!(
+                conn.looks_open(),
+                "readiness is stale here (unasked={unasked})"
+            );
+            assert!(
+                !conn.still_open(),
+                "the socket itself says so (unasked={unasked})"
+            );
+        }
+    });
 }
