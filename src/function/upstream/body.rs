@@ -39,6 +39,7 @@ impl UpstreamBody {
                     if conn.buf.is_empty()
                         && ready!(poll_fill(&mut conn.rd, &mut conn.buf, cx))? == 0
                     {
+                        tracing::warn!(missing = left, "{CLOSED_MID_BODY}; response aborted");
                         return Poll::Ready(Some(Err(CLOSED_MID_BODY.into())));
                     }
                     let (data, next) = length_step(left, &mut conn.buf);
