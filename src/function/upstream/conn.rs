@@ -273,3 +273,49 @@ impl<T: AsyncWrite + Unpin, U: AsyncWrite + Unpin> AsyncWrite for Sock<T, U> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    /// The runtime's readiness state lags the socket until its reactor next runs; a pooled
+    /// connection's liveness check must not trust it after an idle moment. Here nothing lets
+    /// the reactor run between the upstream's bytes (or FIN) and the check, as under load.
+    #[test]
+    fn liveness_check_sees_what_the_reactor_has_not_yet() {
+        use std::io::Write;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for unasked in [true, false] {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let upstream = crate::config::Upstream::Tcp {
+                    authority: listener.local_addr().unwrap().to_string(),
+                    prefix: String::new(),
+                };
+                let conn = connect(&upstream).await.unwrap();
+                let (mut peer, _) = listener.accept().unwrap();
+                // Let the reactor see the (empty) socket once.
+                tokio::task::yield_now().await;
+                assert!(conn.looks_open() && conn.still_open());
+                if unasked {
+                    peer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTALE")
+                        .unwrap();
+                } else {
+                    drop(peer);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                // No await since: the runtime has not been told.
+                assert!(
+                    conn.looks_open(),
+                    "readiness is stale here (unasked={unasked})"
+                );
+                assert!(
+                    !conn.still_open(),
+                    "the socket itself says so (unasked={unasked})"
+                );
+            }
+        });
+    }
+}

@@ -143,3 +143,68 @@ pub(super) fn write_head(dst: &mut Vec<u8>, head: &Head<'_>, chunked: bool) {
     }
     dst.extend_from_slice(b"\r\n");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    /// A request body sent with a Content-Length must be exactly that long: a longer one is
+    /// cut before the extra bytes leave, a shorter one fails the exchange.
+    #[test]
+    fn request_bodies_are_counted_against_their_content_length() {
+        use http_body_util::BodyExt;
+        use std::io::Read;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for (body, declared, ok) in [
+                (&b"hello"[..], 5, true),
+                (b"hello!", 5, false),
+                (b"hell", 5, false),
+            ] {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let upstream = crate::config::Upstream::Tcp {
+                    authority: listener.local_addr().unwrap().to_string(),
+                    prefix: String::new(),
+                };
+                let mut conn = crate::function::upstream::conn::connect(&upstream)
+                    .await
+                    .unwrap();
+                let (mut peer, _) = listener.accept().unwrap();
+                let wr = conn.wr.take().unwrap();
+                let req = http_body_util::Full::new(bytes::Bytes::from_static(body))
+                    .map_err(|e| match e {})
+                    .boxed_unsync();
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+                let res = send_body(
+                    wr,
+                    b"HEAD\r\n".to_vec(),
+                    req,
+                    ReqFraming::Length(declared),
+                    deadline,
+                )
+                .await;
+                match res {
+                    Ok(wr) => {
+                        assert!(ok, "{body:?} passed as {declared} bytes");
+                        drop(wr);
+                    }
+                    Err(PumpError::Client(e)) => {
+                        assert!(!ok, "{body:?}: {e}");
+                        assert!(e.to_string().contains("Content-Length"), "{e}");
+                    }
+                    Err(PumpError::Upstream(e)) => panic!("{e}"),
+                }
+                drop(conn);
+                let mut sent = Vec::new();
+                peer.read_to_end(&mut sent).unwrap();
+                let sent_body = sent.strip_prefix(b"HEAD\r\n").unwrap_or_default();
+                assert!(
+                    sent_body.len() as u64 <= declared,
+                    "{body:?}: upstream got {sent:?}"
+                );
+            }
+        });
+    }
+}
