@@ -146,14 +146,17 @@ impl Pool {
     ) -> Result<Reply, SendError> {
         let has_body = !body.is_end_stream();
         // The client's framing is kept: Content-Length as it came, anything else chunked.
-        let framing = match head::content_length(head.headers) {
-            _ if !has_body => None,
-            Ok(Some(n)) => Some(ReqFraming::Length(n)),
-            Ok(None) => Some(ReqFraming::Chunked),
-            Err(_) => {
-                let why = "request has an invalid Content-Length".to_string();
-                return Err(SendError::Client(Error::BadRequest(why)));
+        let framing = if has_body {
+            match head::content_length(head.headers) {
+                Ok(Some(n)) => Some(ReqFraming::Length(n)),
+                Ok(None) => Some(ReqFraming::Chunked),
+                Err(_) => {
+                    let why = "request has an invalid Content-Length".to_string();
+                    return Err(SendError::Client(Error::BadRequest(why)));
+                }
             }
+        } else {
+            None
         };
         let mut wire = Vec::with_capacity(512);
         write_head(&mut wire, head, framing == Some(ReqFraming::Chunked));
