@@ -310,6 +310,12 @@ fn dot_segments_are_removed_and_may_not_climb_above_the_root() {
         assert_eq!(r.status, 200, "{target}: {}", r.text());
         assert_eq!(json(&r)["path"], path, "{target}");
     }
+    // A server-wide OPTIONS names no path, so it gets no prefix.
+    let r = raw_status(
+        wd.port,
+        "OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!((r.status, json(&r)["path"].as_str()), (200, Some("*")));
     let before = stats(&wd)["requests"].as_u64().unwrap();
     for target in [
         "/../echo",
