@@ -1,6 +1,10 @@
 """A small real upstream for the http-mode tests (Python standard library only).
 
 Usage: upstream.py (PORT | unix:/path.sock) [--delay SECONDS] [--sigterm-file PATH]
+                   [--idle-close SECONDS] [--ready-file PATH]
+
+--idle-close  closes a keep-alive connection idle for SECONDS (as Node, gunicorn... do)
+--ready-file  /ready answers 200 only while PATH exists, 503 before
 
 /echo   reports what arrived: method, path, query, headers, body and its framing
 /sse    two Server-Sent Events, 2 s apart
@@ -18,6 +22,16 @@ Usage: upstream.py (PORT | unix:/path.sock) [--delay SECONDS] [--sigterm-file PA
 /garbage   something that is not HTTP
 /te-and-cl a chunked body that also claims a (wrong) Content-Length
 /echo also answers HEAD (headers only) and reports the client's port as "peer_port".
+/smuggle?after=head|204|304|length[&split=1]  a response followed by a second, unasked one
+           ("STALE"); split=1 sends the extra bytes 50 ms after the answer
+/short     Content-Length 100, then 10 bytes and a close
+/reset     reads the request, then resets the connection without answering
+/cl?v=..   "hello" with each v as a raw Content-Length line
+/te?v=..   a chunked "hello" with each v as a raw Transfer-Encoding line
+/rawchunks?c=..  Transfer-Encoding: chunked, then c as the raw body, then a close
+/ka?t=N    /echo with "Keep-Alive: timeout=N"
+/sink      reads a chunked body, counting its bytes as they arrive
+/stats     what arrived so far: {"requests": n, "hits": {path: n}, "bytes_in": {path: n}}
 """
 
 import base64
@@ -28,12 +42,31 @@ import signal
 import socket
 import socketserver
 import sys
+import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+STATS_LOCK = threading.Lock()
+STATS = {"requests": 0, "hits": {}, "bytes_in": {}}
+READY_FILE = None
+STALE = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTALE"
+
+
+def count(key, path, n=1):
+    with STATS_LOCK:
+        STATS[key][path] = STATS[key].get(path, 0) + n
 
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+
+    def parse_request(self):
+        ok = super().parse_request()
+        with STATS_LOCK:
+            STATS["requests"] += 1
+        return ok
 
     def log_message(self, fmt, *args):
         sys.stderr.write("upstream: " + (fmt % args) + "\n")
@@ -47,6 +80,7 @@ class Handler(BaseHTTPRequestHandler):
                     pass
                 return
             data = self.rfile.read(size)
+            count("bytes_in", self.path.partition("?")[0], len(data))
             self.rfile.readline()
             yield data
 
@@ -73,8 +107,63 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def raw(self, data):
+        self.wfile.write(data)
+        self.wfile.flush()
+
     def handle_any(self):
         path, _, query = self.path.partition("?")
+        count("hits", path)
+        args = urllib.parse.parse_qs(query, keep_blank_values=True)
+        if path in ("/stats", "/api/stats"):
+            with STATS_LOCK:
+                body = json.dumps(STATS).encode()
+            return self.send(200, body)
+        if path == "/smuggle":
+            after = args.get("after", ["length"])[0]
+            self.read_body()
+            head = {
+                "head": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                "204": b"HTTP/1.1 204 No Content\r\n\r\n",
+                "304": b"HTTP/1.1 304 Not Modified\r\n\r\n",
+                "length": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            }[after]
+            if args.get("split"):
+                self.raw(head)
+                time.sleep(0.05)
+                self.raw(STALE)
+            else:
+                self.raw(head + STALE)
+            return
+        if path == "/short":
+            self.raw(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+            self.close_connection = True
+            return
+        if path == "/reset":
+            self.read_body()
+            self.connection.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
+            self.close_connection = True
+            return
+        if path == "/cl":
+            lines = b"".join(b"Content-Length: %s\r\n" % v.encode() for v in args.get("v", []))
+            self.raw(b"HTTP/1.1 200 OK\r\n" + lines + b"\r\nhello")
+            self.close_connection = True
+            return
+        if path == "/te":
+            lines = b"".join(b"Transfer-Encoding: %s\r\n" % v.encode() for v in args.get("v", []))
+            self.raw(b"HTTP/1.1 200 OK\r\n" + lines + b"\r\n5\r\nhello\r\n0\r\n\r\n")
+            self.close_connection = True
+            return
+        if path == "/rawchunks":
+            body = args.get("c", [""])[0].encode("latin-1")
+            self.raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+            self.close_connection = True
+            return
+        if path == "/sink":
+            total = sum(len(d) for d in self.read_chunks())
+            return self.send(200, str(total).encode(), "text/plain")
         if path == "/sse":
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
@@ -146,6 +235,8 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         if path == "/ready":
+            if READY_FILE and not os.path.exists(READY_FILE):
+                return self.send(503, b"not yet", "text/plain")
             return self.send(200, b"ready", "text/plain")
         if path == "/crash":
             os._exit(3)
@@ -179,7 +270,8 @@ class Handler(BaseHTTPRequestHandler):
             "body": body.decode("latin-1"),
             "peer_port": self.client_address[1],
         }
-        self.send(200, json.dumps(report).encode(), extra={"X-Upstream": "yes", "Keep-Alive": "timeout=5", "X-Empty": ""})
+        keep = "timeout=%s" % args["t"][0] if path == "/ka" else "timeout=5"
+        self.send(200, json.dumps(report).encode(), extra={"X-Upstream": "yes", "Keep-Alive": keep, "X-Empty": ""})
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = handle_any
 
@@ -197,6 +289,12 @@ def main():
     args = sys.argv[2:]
     if "--delay" in args:
         time.sleep(float(args[args.index("--delay") + 1]))
+    if "--idle-close" in args:
+        # BaseHTTPRequestHandler closes a connection whose next request does not start in time.
+        Handler.timeout = float(args[args.index("--idle-close") + 1])
+    if "--ready-file" in args:
+        global READY_FILE
+        READY_FILE = args[args.index("--ready-file") + 1]
     if "--sigterm-file" in args:
         marker = args[args.index("--sigterm-file") + 1]
 

@@ -1,38 +1,50 @@
 //! `http`: one long-lived function process behind a reverse proxy. The process is started
 //! once in its own process group and supervised; requests wait until it listens; bodies
 //! stream both ways with the framing the client chose; upgrades pass through.
+//!
+//! What the upstream is given: the client's request with one valid Host, no hop-by-hop
+//! headers, `X-Forwarded-*` and the call id added, a path without dot segments under
+//! `upstream_url`'s prefix, and a body of at most `max_body_size`. CONNECT, a second or
+//! invalid Host, and a path above the root are answered here and never reach it.
+
+mod headers;
+mod ready;
+mod stream;
+mod target;
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body::Frame;
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::process::Command;
 use tokio::sync::oneshot;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::body::{Body, BoxError, ReqBody};
 use crate::config::{Config, Upstream};
 use crate::error::Error;
-use crate::function::upstream::{self, Pool, Reply, SendError, Upgraded};
+use crate::function::upstream::{self, Pool, Reply, SendError};
 use crate::function::Ctx;
 use crate::health::Health;
 use crate::process::{self, describe_exit, FunctionProcess, LogOptions};
 
-/// How often readiness is polled while the function starts (Knative probes every 50 ms).
-const READY_POLL: Duration = Duration::from_millis(5);
+use headers::{
+    add_call_id, add_forwarded, check_host, request_host, strip_hop_by_hop, wants_upgrade,
+};
+use ready::Readiness;
+use stream::{splice_upgraded, too_large, CappedBody, IdleBody};
 
 /// The reverse proxy to the function process.
 pub struct Proxy {
@@ -42,6 +54,7 @@ pub struct Proxy {
     client: UpstreamClient,
     health: Health,
     exited: Arc<AtomicBool>,
+    readiness: Arc<Readiness>,
     log: LogOptions,
 }
 
@@ -74,12 +87,21 @@ impl Proxy {
         } else {
             UpstreamClient::H1(Arc::new(Pool::new(upstream.clone())))
         };
+        let exited = Arc::new(AtomicBool::new(false));
+        let readiness = Arc::new(Readiness::new(
+            client.clone(),
+            upstream.clone(),
+            config.ready_path.clone(),
+            health.clone(),
+            exited.clone(),
+        ));
         Proxy {
             config,
             upstream,
             client,
             health,
-            exited: Arc::new(AtomicBool::new(false)),
+            exited,
+            readiness,
             log,
         }
     }
@@ -124,14 +146,7 @@ impl Proxy {
                 }
             }
         });
-        let poller = ReadyPoller {
-            client: self.client.clone(),
-            upstream: self.upstream.clone(),
-            ready_path: self.config.ready_path.clone(),
-            health: self.health.clone(),
-            exited: self.exited.clone(),
-        };
-        tokio::spawn(poller.run());
+        tokio::spawn(self.readiness.clone().poll_until_ready());
         Ok(Supervisor {
             exited: exit_rx,
             stop: stop_tx,
@@ -139,19 +154,24 @@ impl Proxy {
         })
     }
 
-    /// `/_/ready` with `ready_path`: the upstream's own answer.
+    /// `/_/ready` with `ready_path`: the upstream's own answer, from a probe made after
+    /// this call began (one probe in flight at a time; callers that waited share the next).
+    /// Also usable while the function starts: a success opens the readiness gate at once,
+    /// instead of at the next poll.
     pub async fn ready_status(&self) -> StatusCode {
-        let Some(path) = &self.config.ready_path else {
-            return StatusCode::OK;
-        };
-        match tokio::time::timeout(Duration::from_secs(2), self.client.probe(path)).await {
-            Ok(Ok(status)) => status,
-            _ => StatusCode::SERVICE_UNAVAILABLE,
-        }
+        self.readiness.status().await
     }
 
     /// Proxies one request.
     pub async fn handle(&self, req: Request<ReqBody>, ctx: &Ctx) -> Result<Response<Body>, Error> {
+        if let Some(refused) = target::refuse_method(req.method()) {
+            return Ok(refused);
+        }
+        check_host(req.headers())?;
+        let limit = self.config.max_body_size;
+        if limit > 0 && req.body().size_hint().lower() > limit {
+            return Err(Error::BodyTooLarge(limit));
+        }
         if self.exited.load(Ordering::Acquire) {
             return Err(Error::Unavailable("function process has exited"));
         }
@@ -175,9 +195,17 @@ impl Proxy {
     ) -> Result<Response<Body>, Error> {
         let upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let pq = target::normalize(pq)?;
         let host = request_host(&parts);
+        if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+            // The body is framed by Transfer-Encoding; a Content-Length beside it is stale
+            // (RFC 9112 6.3) and must not go upstream with the re-framed body.
+            parts.headers.remove(header::CONTENT_LENGTH);
+        }
         strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
         add_forwarded(&mut parts.headers, ctx, host.as_ref());
+        add_call_id(&mut parts.headers, ctx);
         if !parts.headers.contains_key(header::HOST) {
             // HTTP/2 clients carry the host in :authority, HTTP/1.0 clients may send none;
             // HTTP/1.1 upstreams need one.
@@ -191,14 +219,16 @@ impl Proxy {
             parts.headers.insert(header::HOST, value);
         }
         let body = self.maybe_buffer(&mut parts.headers, body, ctx).await?;
+        let body = self.cap(body);
         let prefix = match &self.upstream {
-            Upstream::Tcp { prefix, .. } => prefix.as_str(),
-            Upstream::Unix(_) => "",
+            // `OPTIONS *` names the server, not a path under the prefix.
+            Upstream::Tcp { prefix, .. } if pq.starts_with('/') => prefix.as_str(),
+            _ => "",
         };
         let head = upstream::Head {
             method: &parts.method,
             prefix,
-            path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            path_and_query: &pq,
             headers: &parts.headers,
         };
         let sent = pool.send(&head, body, upgrade.is_some(), ctx.read_deadline);
@@ -238,18 +268,23 @@ impl Proxy {
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        parts.uri = upstream_uri(&self.upstream, authority, pq)?;
+        parts.uri = upstream_uri(&self.upstream, authority, &target::normalize(pq)?)?;
         // An HTTP/2 upstream connection cannot carry an HTTP/1.1 upgrade.
         strip_hop_by_hop(&mut parts.headers, false);
         add_forwarded(&mut parts.headers, ctx, host.as_ref());
+        add_call_id(&mut parts.headers, ctx);
         parts.version = Version::HTTP_2;
         parts.headers.remove(header::HOST);
         let body = self.maybe_buffer(&mut parts.headers, body, ctx).await?;
+        let body = self.cap(body);
         let sent = client.request(Request::from_parts(parts, body));
         let resp = within(ctx.deadline, sent)
             .await
             .ok_or(Error::Timeout(ctx.timeout()))?
-            .map_err(|e| self.upstream_failed(error_chain(&e)))?;
+            .map_err(|e| match too_large(&e) {
+                Some(limit) => Error::BodyTooLarge(limit),
+                None => self.upstream_failed(error_chain(&e)),
+            })?;
         Ok(to_client(resp, ctx))
     }
 
@@ -259,6 +294,16 @@ impl Proxy {
         } else {
             Error::FunctionFailed(format!("upstream request failed: {why}"))
         }
+    }
+
+    /// A body whose length is not known up front is cut at `max_body_size` as it streams
+    /// (one with a Content-Length over it was refused before the upstream was asked).
+    fn cap(&self, body: ReqBody) -> ReqBody {
+        let limit = self.config.max_body_size;
+        if limit == 0 || body.size_hint().upper().is_some_and(|n| n <= limit) {
+            return body;
+        }
+        CappedBody::new(body, limit).boxed_unsync()
     }
 
     /// With `buffer_http`, the whole body is read first and sent with Content-Length.
@@ -300,20 +345,10 @@ where
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     let body = match ctx.exec_timeout {
-        Some(idle) => IdleBody::new(body, idle).boxed_unsync(),
+        Some(idle) => IdleBody::new(body, idle, ctx.metrics.clone()).boxed_unsync(),
         None => body.map_err(Into::into).boxed_unsync(),
     };
     Response::from_parts(parts, body)
-}
-
-/// The host the client addressed: its Host header, or (HTTP/2) the URI's authority.
-fn request_host(parts: &http::request::Parts) -> Option<HeaderValue> {
-    parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    })
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -328,7 +363,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// The URI sent upstream: the upstream's address (or, for HTTP/2, the client's host as
-/// :authority), its path prefix, and the client's path and query as received.
+/// :authority), its path prefix, and the client's (normalised) path and query.
 fn upstream_uri(upstream: &Upstream, authority: Option<&str>, pq: &str) -> Result<Uri, Error> {
     let s = match upstream {
         Upstream::Tcp {
@@ -341,114 +376,6 @@ fn upstream_uri(upstream: &Upstream, authority: Option<&str>, pq: &str) -> Resul
     };
     s.parse()
         .map_err(|_| Error::BadRequest("request target cannot be forwarded".into()))
-}
-
-/// Headers that describe one connection, not the message (RFC 9110 7.6.1).
-fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
-}
-
-/// Removes hop-by-hop headers and those named in `Connection`. For an upgrade the
-/// `Connection: upgrade` / `Upgrade` pair is what the upgrade is made of, so it stays.
-fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // One pass over the names present, and removals only of those found: hashed lookups of
-    // all nine names (and of every Connection token) per message in each direction were a
-    // measurable part of the proxy's own cost.
-    let mut doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| is_hop_by_hop(n.as_str()))
-        .cloned()
-        .collect();
-    if doomed.is_empty() {
-        return;
-    }
-    for token in headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-    {
-        let token = token.trim();
-        // `close` names no header, and hop-by-hop names are already on the list.
-        if token.is_empty()
-            || token.eq_ignore_ascii_case("close")
-            || token.eq_ignore_ascii_case("keep-alive")
-            || token.eq_ignore_ascii_case("upgrade")
-        {
-            continue;
-        }
-        if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-            doomed.push(name);
-        }
-    }
-    let kept_upgrade = if upgrade {
-        headers.get(header::UPGRADE).cloned()
-    } else {
-        None
-    };
-    for name in &doomed {
-        headers.remove(name);
-    }
-    if let Some(u) = kept_upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, u);
-    }
-}
-
-/// True for an HTTP/1.1 `Upgrade` request other than h2c (which the watchdog itself would
-/// have to speak, and declines by serving the request as HTTP/1.1).
-fn wants_upgrade(req: &Request<ReqBody>) -> bool {
-    let has_token = req
-        .headers()
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    let proto = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok());
-    req.version() == Version::HTTP_11
-        && has_token
-        && proto.is_some_and(|p| !p.eq_ignore_ascii_case("h2c"))
-}
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-fn add_forwarded(headers: &mut HeaderMap, ctx: &Ctx, host: Option<&HeaderValue>) {
-    if let Some(ip) = &ctx.peer_ip {
-        let appended = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prev) if !prev.is_empty() => {
-                HeaderValue::from_str(&format!("{prev}, {}", ip.to_str().unwrap_or_default())).ok()
-            }
-            _ => Some(ip.clone()),
-        };
-        if let Some(v) = appended {
-            headers.insert(X_FORWARDED_FOR, v);
-        }
-    }
-    // A platform proxy in front (Knative's queue-proxy) already knows the real scheme and
-    // host; keep what it says.
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    }
-    if let (false, Some(h)) = (headers.contains_key(&X_FORWARDED_HOST), host) {
-        headers.insert(X_FORWARDED_HOST, h.clone());
-    }
 }
 
 /// How the function is spoken to: HTTP/1.1 through the watchdog's own client, or HTTP/2
@@ -473,40 +400,6 @@ impl UpstreamClient {
                     .body(crate::body::empty_req())?;
                 Ok(client.request(req).await?.status())
             }
-        }
-    }
-}
-
-struct ReadyPoller {
-    client: UpstreamClient,
-    upstream: Upstream,
-    ready_path: Option<String>,
-    health: Health,
-    exited: Arc<AtomicBool>,
-}
-
-impl ReadyPoller {
-    async fn run(self) {
-        let started = Instant::now();
-        loop {
-            if self.exited.load(Ordering::Acquire) {
-                return;
-            }
-            let ok = match &self.ready_path {
-                Some(path) => matches!(
-                    tokio::time::timeout(Duration::from_secs(1), self.client.probe(path)).await,
-                    Ok(Ok(s)) if s.is_success()
-                ),
-                None => upstream::connect_stream(&self.upstream).await.is_ok(),
-            };
-            if ok {
-                match self.health.set_ready() {
-                    Ok(()) => tracing::info!(after = ?started.elapsed(), "function ready"),
-                    Err(e) => tracing::error!(error = %e, "cannot write lock file"),
-                }
-                return;
-            }
-            tokio::time::sleep(READY_POLL).await;
         }
     }
 }
@@ -536,161 +429,5 @@ impl tower_service::Service<Uri> for UpstreamConnector {
 impl Connection for upstream::Stream {
     fn connected(&self) -> Connected {
         Connected::new()
-    }
-}
-
-/// A response body that fails when the upstream sends nothing for `idle`: streams run as
-/// long as data flows, and a stalled one is cut off.
-struct IdleBody<B> {
-    inner: B,
-    idle: Duration,
-    /// Started the first time the body has to wait: most small bodies never do, and a timer
-    /// per response was a measurable cost.
-    timer: Option<Pin<Box<Sleep>>>,
-}
-
-impl<B> IdleBody<B> {
-    fn new(inner: B, idle: Duration) -> IdleBody<B> {
-        IdleBody {
-            inner,
-            idle,
-            timer: None,
-        }
-    }
-}
-
-impl<B> http_body::Body for IdleBody<B>
-where
-    B: http_body::Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(timer) = this.timer.as_mut() {
-                    timer.as_mut().reset(Instant::now() + this.idle);
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => {
-                let idle = this.idle;
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                if timer.as_mut().poll(cx).is_ready() {
-                    tracing::warn!(idle = ?this.idle, "upstream stream idle too long; response aborted");
-                    return Poll::Ready(Some(Err("upstream idle timeout".into())));
-                }
-                Poll::Pending
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        http_body::Body::is_end_stream(&self.inner)
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        http_body::Body::size_hint(&self.inner)
-    }
-}
-
-/// Copies both ways between an upgraded client connection and the upstream, closing both
-/// when either side ends or nothing moves for `idle`.
-async fn splice_upgraded(
-    client: hyper::upgrade::OnUpgrade,
-    mut upstream: Upgraded,
-    idle: Option<Duration>,
-) {
-    let client = match client.await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "upgrade failed");
-            return;
-        }
-    };
-    let moved = Arc::new(AtomicU64::new(0));
-    let mut client = Counted {
-        inner: TokioIo::new(client),
-        moved: moved.clone(),
-    };
-    // Whatever the upstream sent right behind its 101 head goes to the client first.
-    let early = upstream.take_leftover();
-    if !early.is_empty() {
-        use tokio::io::AsyncWriteExt;
-        if client.write_all(&early).await.is_err() {
-            return;
-        }
-    }
-    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
-    let Some(idle) = idle else {
-        let _ = copy.await;
-        return;
-    };
-    let watch = async {
-        let mut last = 0;
-        loop {
-            tokio::time::sleep(idle).await;
-            let now = moved.load(Ordering::Relaxed);
-            if now == last {
-                return;
-            }
-            last = now;
-        }
-    };
-    tokio::select! {
-        _ = copy => {}
-        _ = watch => tracing::info!(idle = ?idle, "upgraded connection idle; closed"),
-    }
-}
-
-/// Counts bytes moved through a stream, so an idle watchdog can see progress.
-struct Counted<T> {
-    inner: T,
-    moved: Arc<AtomicU64>,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        self.moved.fetch_add(n as u64, Ordering::Relaxed);
-        res
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &res {
-            self.moved.fetch_add(*n as u64, Ordering::Relaxed);
-        }
-        res
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -1,0 +1,192 @@
+//! Request and response headers on their way through the proxy: hop-by-hop headers,
+//! `X-Forwarded-*`, the one Host and the call id the upstream is given.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Version};
+
+use crate::body::ReqBody;
+use crate::error::Error;
+use crate::function::Ctx;
+
+const X_CALL_ID: HeaderName = HeaderName::from_static("x-call-id");
+
+/// Refuses a request whose Host cannot be forwarded as the one Host of an HTTP/1.1 request
+/// (RFC 9112 3.2: a request with more than one Host line, or an invalid one, is a 400).
+pub(super) fn check_host(headers: &HeaderMap) -> Result<(), Error> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Error::BadRequest("more than one Host header".into()));
+    }
+    match first {
+        Some(h) if !valid_host(h.as_bytes()) => {
+            Err(Error::BadRequest("Host is not a valid host[:port]".into()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `uri-host [ ":" port ]` (RFC 3986 3.2.2, 3.2.3), or empty (which RFC 9112 3.2 allows).
+pub(super) fn valid_host(v: &[u8]) -> bool {
+    let (host, port) = match v.strip_prefix(b"[") {
+        // IP-literal: hex, dots and colons inside the brackets (IPv6, IPvFuture's "v").
+        Some(rest) => {
+            let Some(end) = rest.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let (inner, after) = rest.split_at(end);
+            let ok = !inner.is_empty()
+                && inner
+                    .iter()
+                    .all(|b| b.is_ascii_hexdigit() || b":.vV".contains(b));
+            if !ok {
+                return false;
+            }
+            match after.get(1..) {
+                Some([]) | None => return true,
+                Some([b':', port @ ..]) => (&b""[..], port),
+                Some(_) => return false,
+            }
+        }
+        None => match v.iter().rposition(|&b| b == b':') {
+            Some(i) => {
+                let (host, port) = v.split_at(i);
+                (host, port.get(1..).unwrap_or_default())
+            }
+            None => (v, &b""[..]),
+        },
+    };
+    let reg_name = host
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b));
+    reg_name && port.iter().all(u8::is_ascii_digit)
+}
+
+/// Gives the upstream the call id the access log and the client see: the client's own
+/// (already there) or the one made for this request.
+pub(super) fn add_call_id(headers: &mut HeaderMap, ctx: &Ctx) {
+    if headers.contains_key(&X_CALL_ID) {
+        return;
+    }
+    if let Ok(v) = HeaderValue::from_str(&ctx.call_id) {
+        headers.insert(X_CALL_ID, v);
+    }
+}
+
+/// The host the client addressed: its Host header, or (HTTP/2) the URI's authority.
+pub(super) fn request_host(parts: &http::request::Parts) -> Option<HeaderValue> {
+    parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    })
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1).
+pub(super) fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// Removes hop-by-hop headers and those named in `Connection`. For an upgrade the
+/// `Connection: upgrade` / `Upgrade` pair is what the upgrade is made of, so it stays.
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // One pass over the names present, and removals only of those found: hashed lookups of
+    // all nine names (and of every Connection token) per message in each direction were a
+    // measurable part of the proxy's own cost.
+    let mut doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n.as_str()))
+        .cloned()
+        .collect();
+    if doomed.is_empty() {
+        return;
+    }
+    for token in headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        let token = token.trim();
+        // `close` names no header, and hop-by-hop names are already on the list.
+        if token.is_empty()
+            || token.eq_ignore_ascii_case("close")
+            || token.eq_ignore_ascii_case("keep-alive")
+            || token.eq_ignore_ascii_case("upgrade")
+        {
+            continue;
+        }
+        if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+            doomed.push(name);
+        }
+    }
+    let kept_upgrade = if upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    for name in &doomed {
+        headers.remove(name);
+    }
+    if let Some(u) = kept_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, u);
+    }
+}
+
+/// True for an HTTP/1.1 `Upgrade` request other than h2c (which the watchdog itself would
+/// have to speak, and declines by serving the request as HTTP/1.1).
+pub(super) fn wants_upgrade(req: &Request<ReqBody>) -> bool {
+    let has_token = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let proto = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok());
+    req.version() == Version::HTTP_11
+        && has_token
+        && proto.is_some_and(|p| !p.eq_ignore_ascii_case("h2c"))
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+pub(super) fn add_forwarded(headers: &mut HeaderMap, ctx: &Ctx, host: Option<&HeaderValue>) {
+    if let Some(ip) = &ctx.peer_ip {
+        let appended = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.is_empty() => {
+                HeaderValue::from_str(&format!("{prev}, {}", ip.to_str().unwrap_or_default())).ok()
+            }
+            _ => Some(ip.clone()),
+        };
+        if let Some(v) = appended {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
+    }
+    // A platform proxy in front (Knative's queue-proxy) already knows the real scheme and
+    // host; keep what it says.
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if let (false, Some(h)) = (headers.contains_key(&X_FORWARDED_HOST), host) {
+        headers.insert(X_FORWARDED_HOST, h.clone());
+    }
+}
