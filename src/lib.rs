@@ -138,7 +138,8 @@ pub async fn run(
         auth,
         metrics,
     });
-    spawn_signal_forwarder(None).map_err(|e| RunError::Failed(e.to_string()))?;
+    spawn_signal_forwarder(supervisor.as_ref().map(|s| s.pgid))
+        .map_err(|e| RunError::Failed(e.to_string()))?;
     let mut sigterm =
         signal(SignalKind::terminate()).map_err(|e| RunError::Failed(e.to_string()))?;
     let mut sigint =

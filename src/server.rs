@@ -169,7 +169,18 @@ async fn route(
 /// upstream's own answer, as of-watchdog gives it.
 async fn probe(app: &App, ready: bool) -> Response<Body> {
     if app.health.status() != Status::Ok {
-        return body::text_response(StatusCode::SERVICE_UNAVAILABLE, "not ready\n");
+        // http mode while starting: the function may have turned ready since the last poll.
+        let now_ready = match &app.function {
+            Function::Proxy(proxy)
+                if ready && app.config.ready_path.is_some() && !app.health.is_draining() =>
+            {
+                proxy.ready_status().await == StatusCode::OK
+            }
+            _ => false,
+        };
+        if !now_ready {
+            return body::text_response(StatusCode::SERVICE_UNAVAILABLE, "not ready\n");
+        }
     }
     if ready {
         if app.health.saturated() {

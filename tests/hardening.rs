@@ -320,6 +320,32 @@ fn stray_signals_do_not_stop_the_watchdog() {
 }
 
 #[test]
+fn stray_signals_reach_the_http_mode_function_and_the_watchdog_stays() {
+    let dir = scratch_dir("signals-http");
+    let sock = dir.join("up.sock");
+    let got = dir.join("signals");
+    let up = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/upstream.py");
+    let unix = format!("unix:{}", sock.display());
+    let got_s = got.to_string_lossy().into_owned();
+    let wd = Watchdog::with(Opts {
+        env: vec![("mode", "http".into()), ("upstream_url", unix.clone())],
+        cmd: vec!["python3", up, &unix, "--signal-file", &got_s],
+        ..Opts::default()
+    });
+    for sig in ["HUP", "USR1", "USR2", "QUIT"] {
+        wd.signal(sig);
+        let want = format!("SIG{sig}");
+        assert!(
+            eventually(Duration::from_secs(5), || std::fs::read_to_string(&got)
+                .is_ok_and(|s| s.contains(&want))),
+            "{want} not forwarded; log:\n{}",
+            wd.log()
+        );
+        assert_eq!(wd.get("/ready").unwrap().status, 200, "after {want}");
+    }
+}
+
+#[test]
 fn a_planted_symlink_or_fifo_at_the_lock_path_is_refused() {
     let tmp = scratch_dir("lock-plant");
     let target = tmp.join("victim");

@@ -15,8 +15,9 @@ const UPSTREAM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/upstream.py")
 /// A watchdog in http mode in front of tests/upstream.py (with `upstream_args`), reached at
 /// `upstream_url` `http://127.0.0.1:PORT{prefix}`.
 fn start_with(extra_env: &[(&str, &str)], upstream_args: &[&str], prefix: &str) -> Watchdog {
-    let up = free_port();
-    let up_s = up.to_string();
+    let up_l = listener();
+    let up = up_l.local_addr().unwrap().port();
+    let up_s = "fd:10".to_string();
     let mut env: Vec<(&str, String)> = vec![
         ("mode", "http".into()),
         ("upstream_url", format!("http://127.0.0.1:{up}{prefix}")),
@@ -27,6 +28,8 @@ fn start_with(extra_env: &[(&str, &str)], upstream_args: &[&str], prefix: &str) 
     Watchdog::with(Opts {
         env,
         cmd,
+        upstream: Some(&up_l),
+        metrics: true,
         ..Opts::default()
     })
 }
@@ -451,11 +454,8 @@ fn max_body_size_is_enforced_before_and_while_streaming() {
 
 #[test]
 fn idle_stream_timeouts_are_counted() {
-    let mport = free_port();
-    let wd = start(
-        &[("exec_timeout", "1s"), ("metrics_port", &mport.to_string())],
-        &[],
-    );
+    let wd = start(&[("exec_timeout", "1s")], &[]);
+    let mport = wd.metrics_port;
     let r = wd.get("/sse").unwrap();
     assert!(r.truncated, "stream cut: {}", r.text());
     let value = || {
@@ -477,17 +477,19 @@ fn idle_stream_timeouts_are_counted() {
 /// A watchdog with `ready_path=/ready` in front of an upstream that is ready while `file`
 /// exists.
 fn start_ready_file(file: &std::path::Path, wait_healthy: bool) -> Watchdog {
-    let up = free_port();
+    let up_l = listener();
+    let up = up_l.local_addr().unwrap().port();
     Watchdog::with(Opts {
         env: vec![
             ("mode", "http".into()),
             ("upstream_url", format!("http://127.0.0.1:{up}")),
             ("ready_path", "/ready".into()),
         ],
+        upstream: Some(&up_l),
         cmd: vec![
             "python3",
             UPSTREAM,
-            Box::leak(up.to_string().into_boxed_str()),
+            "fd:10",
             "--ready-file",
             Box::leak(file.to_str().unwrap().to_string().into_boxed_str()),
         ],
@@ -521,7 +523,6 @@ fn ready_follows_the_upstream_at_once() {
 /// Needs `server::probe` to ask `Proxy::ready_status` while the function starts (today it
 /// answers 503 from the health gate without asking, so /_/ready lags the readiness poll).
 #[test]
-#[ignore = "needs the server.rs probe() hook described in the hard-upstream report"]
 fn ready_is_200_as_soon_as_the_upstream_is_during_start() {
     let dir = scratch_dir("ready-file");
     let file = dir.join("ready");

@@ -11,9 +11,10 @@ use common::*;
 const UPSTREAM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/upstream.py");
 
 fn start(extra_env: &[(&str, &str)], upstream_args: &[&str]) -> (Watchdog, u16) {
-    let up = free_port();
+    let up_l = listener();
+    let up = up_l.local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{up}");
-    let up_s = up.to_string();
+    let up_s = "fd:10".to_string();
     let mut env: Vec<(&str, String)> = vec![("mode", "http".into()), ("upstream_url", url)];
     env.extend(extra_env.iter().map(|(k, v)| (*k, v.to_string())));
     let mut cmd = vec!["python3", UPSTREAM, up_s.as_str()];
@@ -21,6 +22,7 @@ fn start(extra_env: &[(&str, &str)], upstream_args: &[&str]) -> (Watchdog, u16) 
     let wd = Watchdog::with(Opts {
         env,
         cmd,
+        upstream: Some(&up_l),
         ..Opts::default()
     });
     (wd, up)
@@ -134,20 +136,13 @@ fn sse_events_arrive_as_they_are_written() {
 
 #[test]
 fn readiness_gates_health_and_holds_early_requests() {
+    // A unix socket: nothing answers at its path until the upstream binds it, late.
+    let sock = scratch_dir("late-up").join("up.sock");
+    let unix = format!("unix:{}", sock.display());
     let mut wd = {
-        let up = free_port();
         Watchdog::with(Opts {
-            env: vec![
-                ("mode", "http".into()),
-                ("upstream_url", format!("http://127.0.0.1:{up}")),
-            ],
-            cmd: vec![
-                "python3",
-                UPSTREAM,
-                Box::leak(up.to_string().into_boxed_str()),
-                "--delay",
-                "2",
-            ],
+            env: vec![("mode", "http".into()), ("upstream_url", unix.clone())],
+            cmd: vec!["python3", UPSTREAM, &unix, "--delay", "2"],
             wait_healthy: false,
             ..Opts::default()
         })
@@ -356,23 +351,28 @@ fn h2c_upstream_when_configured() {
     // The upstream is fwatchdog itself in static mode, which serves HTTP/2 with prior knowledge.
     let dir = scratch_dir("h2c-up");
     std::fs::write(dir.join("hello.txt"), "over h2c\n").unwrap();
-    let up = free_port().to_string();
+    let up_l = listener();
+    let up = up_l.local_addr().unwrap().port();
     let wd = Watchdog::with(Opts {
         env: vec![
             ("mode", "http".into()),
             ("upstream_url", format!("h2c://127.0.0.1:{up}")),
         ],
+        // The inner watchdog takes the upstream listener as its own descriptor 3.
         cmd: vec![
+            "python3",
+            "-c",
+            "import os,sys; os.dup2(10, 3); os.close(10); os.environ['LISTEN_FDS'] = '1'; \
+             os.execv(sys.argv[1], sys.argv[1:])",
             BIN,
             "--mode",
             "static",
             "--static-path",
             dir.to_str().unwrap(),
-            "--port",
-            &up,
             "--metrics-port",
             "0",
         ],
+        upstream: Some(&up_l),
         ..Opts::default()
     });
     let r = wd.get("/hello.txt").unwrap();
@@ -406,14 +406,15 @@ fn h2c_upstream_when_configured() {
 
 #[test]
 fn upstream_url_path_prefix_is_prepended() {
-    let up = free_port();
-    let up_s = up.to_string();
+    let up_l = listener();
+    let up = up_l.local_addr().unwrap().port();
     let wd = Watchdog::with(Opts {
         env: vec![
             ("mode", "http".into()),
             ("upstream_url", format!("http://127.0.0.1:{up}/api/")),
         ],
-        cmd: vec!["python3", UPSTREAM, &up_s],
+        cmd: vec!["python3", UPSTREAM, "fd:10"],
+        upstream: Some(&up_l),
         ..Opts::default()
     });
     let j = json(&wd.get("/items?id=7").unwrap());
@@ -597,6 +598,8 @@ fn busy_poll_serves_keeps_timers_and_sleeps_when_idle() {
 
 /// The budget the watchdog chose, from its start line.
 fn busy_poll_chosen(wd: &Watchdog) -> String {
+    // The start line may still be on its way through the pipe to the harness.
+    eventually(Duration::from_secs(5), || wd.log().contains("busy_poll="));
     let log = wd.log();
     let at = log
         .find("busy_poll=")
@@ -617,14 +620,16 @@ fn busy_poll_auto_needs_two_cpus_and_costs_nothing_idle() {
     }
     assert_sleeps_when_idle(&wd);
     // Pinned to one CPU (as a quota under two would), auto stays off.
-    let up = free_port();
+    let up_l = listener();
+    let up = up_l.local_addr().unwrap().port();
     let pinned = Watchdog::with(Opts {
         env: vec![
             ("mode", "http".into()),
             ("upstream_url", format!("http://127.0.0.1:{up}")),
         ],
-        cmd: vec!["python3", UPSTREAM, &up.to_string()],
+        cmd: vec!["python3", UPSTREAM, "fd:10"],
         launcher: vec!["taskset", "-c", "0"],
+        upstream: Some(&up_l),
         ..Opts::default()
     });
     assert_eq!(busy_poll_chosen(&pinned), "busy_poll=\"0s\"");

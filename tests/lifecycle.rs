@@ -154,13 +154,14 @@ fn watchdogs_sharing_a_tmpdir_start_side_by_side() {
     for _ in 0..40 {
         let mut batch: Vec<std::process::Child> = (0..4)
             .map(|_| {
-                std::process::Command::new(BIN)
-                    .env("PORT", free_port().to_string())
-                    .env("metrics_port", "0")
+                let own = common::listener();
+                let mut c = std::process::Command::new(BIN);
+                common::pass_listeners(&mut c, &[&own]);
+                c.env("metrics_port", "0")
                     .env("TMPDIR", &shared)
                     .env("mode", "http")
                     // Nothing listens there: the watchdog waits for it, which is enough.
-                    .env("upstream_url", format!("http://127.0.0.1:{}", free_port()))
+                    .env("upstream_url", "unix:/nonexistent/fwatchdog-test.sock")
                     .args(["--", "sleep", "30"])
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::piped())

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{free_port, marker, read_response, request, run_to_exit, scratch_dir, Opts, Watchdog};
+use common::{marker, read_response, request, run_to_exit, scratch_dir, Opts, Watchdog};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -152,15 +152,10 @@ fn missing_required_secret_exits_2_naming_it() {
     mount.write("present", &present);
     mount.write("blank", "\n");
     let missing = secret_name("absent");
-    let port = free_port().to_string();
     let tmp = scratch_dir("secrets-missing-tmp");
     let tmp = tmp.to_string_lossy().into_owned();
     let list = format!("present,{missing}");
-    let base = [
-        ("fprocess", "cat"),
-        ("PORT", port.as_str()),
-        ("TMPDIR", tmp.as_str()),
-    ];
+    let base = [("fprocess", "cat"), ("TMPDIR", tmp.as_str())];
     let path = mount.path();
     for (setting, value, var) in [
         ("secrets", list.as_str(), "secrets"),

@@ -1,10 +1,11 @@
 """A small real upstream for the http-mode tests (Python standard library only).
 
-Usage: upstream.py (PORT | unix:/path.sock) [--delay SECONDS] [--sigterm-file PATH]
-                   [--idle-close SECONDS] [--ready-file PATH]
+Usage: upstream.py (PORT | unix:/path.sock | fd:N) [--delay SECONDS] [--sigterm-file PATH]
+                   [--idle-close SECONDS] [--ready-file PATH] [--signal-file PATH]
 
 --idle-close  closes a keep-alive connection idle for SECONDS (as Node, gunicorn... do)
 --ready-file  /ready answers 200 only while PATH exists, 503 before
+--signal-file appends the name of each SIGHUP, SIGUSR1, SIGUSR2 or SIGQUIT received to PATH
 
 /echo   reports what arrived: method, path, query, headers, body and its framing
 /sse    two Server-Sent Events, 2 s apart
@@ -304,11 +305,28 @@ def main():
             os._exit(0)
 
         signal.signal(signal.SIGTERM, on_term)
+    if "--signal-file" in args:
+        log = args[args.index("--signal-file") + 1]
+
+        def on_signal(num, _frame):
+            with open(log, "a") as f:
+                f.write(signal.Signals(num).name + "\n")
+
+        for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGQUIT):
+            signal.signal(sig, on_signal)
     if where.startswith("unix:"):
         path = where[5:]
         if os.path.exists(path):
             os.unlink(path)
         server = UnixServer(path, Handler)
+    elif where.startswith("fd:"):
+        # A listening socket bound by the test and inherited: its port was never free
+        # for anyone else to take.
+        ThreadingHTTPServer.daemon_threads = True
+        sock = socket.socket(fileno=int(where[3:]))
+        server = ThreadingHTTPServer(sock.getsockname(), Handler, bind_and_activate=False)
+        server.socket.close()
+        server.socket = sock
     else:
         ThreadingHTTPServer.daemon_threads = True
         server = ThreadingHTTPServer(("127.0.0.1", int(where)), Handler)

@@ -15,34 +15,6 @@ use std::time::{Duration, Instant};
 /// Path of the binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_fwatchdog");
 
-/// A free TCP port on loopback (bound and released), below the kernel's ephemeral range:
-/// a port from that range can be taken meanwhile as the local end of any outgoing
-/// connection (the tests make thousands), which made a server that binds late (an upstream
-/// with a start-up delay) fail now and then.
-pub fn free_port() -> u16 {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<usize>().ok())
-        .unwrap_or(32768);
-    if low > 12000 {
-        // Spread test processes apart, then walk: 10000 ports below the range.
-        let start = (std::process::id() as usize * 7919) % 10000;
-        for _ in 0..10000 {
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let port = (low - 10000 + (start + n) % 10000) as u16;
-            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                return port;
-            }
-        }
-    }
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A listener on an ephemeral loopback port, bound by the test itself: the port is known
 /// and held from this moment, so nothing can take it before the watchdog serves it.
 pub fn listener() -> TcpListener {
@@ -52,10 +24,21 @@ pub fn listener() -> TcpListener {
 /// Hands `listeners` to the command as descriptors 3, 4, ... (systemd-style `LISTEN_FDS`),
 /// so the watchdog serves sockets the test bound instead of binding ports itself.
 pub fn pass_listeners(c: &mut Command, listeners: &[&TcpListener]) {
+    pass_listeners_and(c, listeners, None);
+}
+
+/// [`pass_listeners`], and `upstream` as descriptor [`UPSTREAM_FD`] for the function.
+pub fn pass_listeners_and(
+    c: &mut Command,
+    listeners: &[&TcpListener],
+    upstream: Option<&TcpListener>,
+) {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
-    let fds: Vec<i32> = listeners.iter().map(|l| l.as_raw_fd()).collect();
-    c.env("LISTEN_FDS", fds.len().to_string());
+    let mut fds: Vec<i32> = listeners.iter().map(|l| l.as_raw_fd()).collect();
+    let n = fds.len();
+    fds.extend(upstream.map(|l| l.as_raw_fd()));
+    c.env("LISTEN_FDS", n.to_string());
     c.env_remove("LISTEN_PID");
     // SAFETY: only dup2 and fcntl between fork and exec, both async-signal-safe; the
     // descriptors are owned by listeners that outlive the spawn.
@@ -69,7 +52,7 @@ pub fn pass_listeners(c: &mut Command, listeners: &[&TcpListener]) {
                 high.push(h);
             }
             for (i, h) in high.iter().enumerate() {
-                let target = 3 + i as i32;
+                let target = if i < n { 3 + i as i32 } else { UPSTREAM_FD };
                 if nix::unistd::dup2(*h, target).is_err() {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -127,7 +110,13 @@ pub struct Opts<'a> {
     pub wait_healthy: bool,
     /// Serve metrics on a listener of its own (`Watchdog::metrics_port`).
     pub metrics: bool,
+    /// A listener for the http-mode function, passed down as descriptor [`UPSTREAM_FD`]
+    /// (`tests/upstream.py fd:10` serves it), so the upstream's port is held from the start.
+    pub upstream: Option<&'a TcpListener>,
 }
+
+/// Where an upstream listener given in [`Opts::upstream`] arrives in the function.
+pub const UPSTREAM_FD: i32 = 10;
 
 impl Default for Opts<'_> {
     fn default() -> Self {
@@ -138,6 +127,7 @@ impl Default for Opts<'_> {
             launcher: Vec::new(),
             wait_healthy: true,
             metrics: false,
+            upstream: None,
         }
     }
 }
@@ -188,13 +178,19 @@ impl Watchdog {
             .env_remove("port")
             .env_remove("fprocess")
             .env_remove("mode");
-        pass_listeners(
-            &mut c,
-            &[Some(&main), metrics.as_ref()]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>(),
-        );
+        if other_bin.is_some() {
+            c.env("PORT", port.to_string())
+                .env("metrics_port", metrics_port.to_string());
+        } else {
+            pass_listeners_and(
+                &mut c,
+                &[Some(&main), metrics.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>(),
+                opts.upstream,
+            );
+        }
         for (k, v) in &opts.env {
             c.env(k, v);
         }

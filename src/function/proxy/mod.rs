@@ -66,6 +66,8 @@ pub struct Supervisor {
     pub stop: oneshot::Sender<()>,
     /// Finishes once the process is gone after a stop.
     pub done: tokio::task::JoinHandle<()>,
+    /// The function's process group, where stray signals are forwarded.
+    pub pgid: i32,
 }
 
 impl Proxy {
@@ -117,7 +119,8 @@ impl Proxy {
             .stderr(std::process::Stdio::piped());
         process::die_with_the_watchdog(&mut cmd);
         let mut proc = FunctionProcess::spawn(&mut cmd)?;
-        tracing::info!(pid = proc.pgid(), fprocess = ?argv, "started function process");
+        let pgid = proc.pgid();
+        tracing::info!(pid = pgid, fprocess = ?argv, "started function process");
         if let Some(out) = proc.child().stdout.take() {
             tokio::spawn(process::forward_lines(out, "stdout", self.log));
         }
@@ -151,6 +154,7 @@ impl Proxy {
             exited: exit_rx,
             stop: stop_tx,
             done,
+            pgid,
         })
     }
 
