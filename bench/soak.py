@@ -3,8 +3,8 @@
 time, for a long time, and checks that nothing leaks or goes wrong.
 
 ```sh
-python3 bench/soak.py                   # 30 min per mode, about 2 h 10 min in all
-SOAK_SECONDS=60 python3 bench/soak.py   # the CI run, about 6 min
+python3 bench/soak.py                   # 30 min per mode, about 2 h in all
+SOAK_SECONDS=60 python3 bench/soak.py   # the CI run, about 7 min
 ```
 
 It needs only python3 (standard library). It builds nothing when a binary is there: it takes
@@ -558,7 +558,8 @@ class Mode:
                 continue
             # The next request on the same connection must be unaffected.
             if not self.valid_request(conn):
-                self.stats.fail("bad-output", "poisoned: the valid request after " + what, "see the valid failure")
+                self.stats.fail("bad-output", "poisoned: the valid request after " + what,
+                                "which was answered %s without Connection: close (see the valid failure)" % status)
                 conn.close()
                 conn = None
         if conn:

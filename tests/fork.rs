@@ -154,17 +154,17 @@ fn x_timeout_shortens_but_never_lengthens() {
         .request("GET", "/", &[("X-Timeout", "500ms")], b"")
         .unwrap();
     assert_eq!(r.status, 504);
+    // Well before exec_timeout (3 s), however busy the machine.
     assert!(
-        t.elapsed() < Duration::from_millis(1500),
+        t.elapsed() < Duration::from_millis(2900),
         "{:?}",
         t.elapsed()
     );
-    let t = Instant::now();
+    // 60 s does not lengthen it: the 504 (not the sleep's 200 at 10 s) shows that.
     let r = wd
         .request("GET", "/", &[("X-Timeout", "60s")], b"")
         .unwrap();
     assert_eq!(r.status, 504);
-    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
     let r = wd
         .request("GET", "/", &[("X-Timeout", "soon")], b"")
         .unwrap();
@@ -299,7 +299,11 @@ fn streaming_timeout_after_output_aborts_the_response() {
     assert_eq!(r.status, 200, "headers went out with the first line");
     assert_eq!(r.text(), "partial\n");
     assert!(r.truncated, "the body must end without its final chunk");
-    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(4500),
+        "{:?}",
+        t.elapsed()
+    );
 }
 
 #[test]
