@@ -84,6 +84,10 @@ fn check_host(parts: &Parts) -> Result<(), Error> {
     let (Some(host), None) = (hosts.next(), hosts.next()) else {
         return match parts.headers.contains_key(http::header::HOST) {
             true => Err(Error::BadRequest("more than one Host header".into())),
+            // HTTP/1.1 requires one (HTTP/2 carries :authority instead).
+            false if parts.version == http::Version::HTTP_11 => {
+                Err(Error::BadRequest("HTTP/1.1 request without Host".into()))
+            }
             false => Ok(()),
         };
     };

@@ -248,7 +248,11 @@ async fn call_function(
     }
     .await;
     let mut resp = match result {
-        Ok(resp) => resp,
+        Ok(mut resp) => {
+            // Only the watchdog's own answers carry the marker; a function cannot pass for one.
+            resp.headers_mut().remove(crate::error::INTERNAL_HEADER);
+            resp
+        }
         Err(e) => {
             match &e {
                 Error::FunctionFailed(why) => tracing::warn!(call_id = %call_id, "{why}"),

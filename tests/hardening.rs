@@ -309,6 +309,7 @@ fn duplicate_or_invalid_host_is_400_and_never_reaches_the_function() {
         "POST / HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 0\r\n\r\n",
         "POST / HTTP/1.1\r\nHost: user@evil\r\nContent-Length: 0\r\n\r\n",
         "POST / HTTP/1.1\r\nHost: a/b\r\nContent-Length: 0\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
     ] {
         let mut s = connect(&wd);
         s.write_all(head.as_bytes()).unwrap();
@@ -320,6 +321,23 @@ fn duplicate_or_invalid_host_is_400_and_never_reaches_the_function() {
     s.write_all(b"POST / HTTP/1.1\r\nHost: good.example:8080\r\nContent-Length: 2\r\n\r\nok")
         .unwrap();
     assert_eq!(read_response(&mut s).unwrap().text(), "ok");
+    // HTTP/1.0 needs no Host.
+    let mut s = connect(&wd);
+    s.write_all(b"POST / HTTP/1.0\r\nContent-Length: 2\r\n\r\nok")
+        .unwrap();
+    assert_eq!(read_response(&mut s).unwrap().text(), "ok");
+}
+
+#[test]
+fn a_function_cannot_pass_for_the_watchdog() {
+    let wd = Watchdog::start(
+        &[("cgi_response", "true"), ("mode", "serializing")],
+        &["printf", "X-OpenFaaS-Internal: fwatchdog\\nX-Other: 1\\n\\nhi"],
+    );
+    let r = wd.post("/", b"").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "hi"));
+    assert_eq!(r.header("x-other"), Some("1"));
+    assert_eq!(r.header("x-openfaas-internal"), None, "{:?}", r.headers);
 }
 
 #[test]
