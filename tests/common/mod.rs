@@ -203,7 +203,11 @@ impl Watchdog {
             .stderr(Stdio::piped());
         let (main, metrics) = match other_bin {
             // That build binds the ports itself (a probe: the only time the suite guesses).
-            Some(_) => (None, None),
+            Some(_) => {
+                drop(main);
+                drop(metrics);
+                (None, None)
+            }
             None => (Some(main), metrics),
         };
         let mut child = c.spawn().expect("spawn fwatchdog");
@@ -520,7 +524,8 @@ pub fn marker(tag: &str) -> String {
 
 /// Runs the binary to completion with `env` and `args`; returns (exit code, stderr).
 pub fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
-    let mut c = Command::new(std::env::var("FWATCHDOG_TEST_BIN").unwrap_or(BIN.into()));
+    let other_bin = std::env::var("FWATCHDOG_TEST_BIN").ok();
+    let mut c = Command::new(other_bin.as_deref().unwrap_or(BIN));
     c.env_remove("fprocess")
         .env_remove("mode")
         .env("metrics_port", "0");
@@ -531,13 +536,49 @@ pub fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
     // binding must not depend on 8080 being free.
     let own = listener();
     let about_port = env.iter().any(|(k, _)| k.eq_ignore_ascii_case("port"));
-    if !about_port && std::env::var("FWATCHDOG_TEST_BIN").is_err() {
-        pass_listeners(&mut c, &[&own]);
-    }
-    let out = c.args(args).stdin(Stdio::null()).output().unwrap();
+    let own = match (about_port, &other_bin) {
+        (true, _) => {
+            drop(own);
+            None
+        }
+        (false, None) => {
+            pass_listeners(&mut c, &[&own]);
+            Some(own)
+        }
+        (false, Some(_)) => {
+            // That build binds by number: free the port for it (the one probe left).
+            c.env("PORT", own.local_addr().unwrap().port().to_string());
+            drop(own);
+            None
+        }
+    };
+    let mut child = c
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     drop(own);
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    // A run that should have stopped at start but serves instead is killed, not waited for.
+    let start = Instant::now();
+    let code = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code().unwrap_or(-1);
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break -1;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stderr = reader.join().unwrap_or_default();
+    (code, String::from_utf8_lossy(&stderr).into_owned())
 }
