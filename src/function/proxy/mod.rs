@@ -252,7 +252,17 @@ impl Proxy {
                 strip_hop_by_hop(&mut parts.headers, true);
                 Ok(Response::from_parts(parts, crate::body::empty()))
             }
-            Reply::Response(resp) => Ok(to_client(resp, ctx)),
+            Reply::Response(resp) => {
+                // Connection-specific headers are forbidden in HTTP/2 (RFC 9113 8.2.2); there
+                // the unread body ends with its stream alone.
+                let close = resp.body().closes_client() && parts.version < Version::HTTP_2;
+                let mut resp = to_client(resp, ctx);
+                if close {
+                    resp.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok(resp)
+            }
         }
     }
 

@@ -9,17 +9,21 @@ use http_body::{Frame, SizeHint};
 
 use super::conn::{poll_fill, Conn};
 use super::framing::{chunk_step, length_step, ChunkStep, RespFraming};
-use super::send::{Pump, PumpError};
+use super::send::PumpError;
+use super::upload::Upload;
 use super::Pool;
 use crate::body::BoxError;
 use crate::error::Error;
 
 /// A response body read from the upstream connection as the client takes it. At its end the
 /// connection goes back to the pool (when the exchange left it clean); dropped early or
-/// failed, the connection is closed.
+/// failed, the connection is closed. A request body not yet sent whole by then is abandoned:
+/// its rest is read off the client connection and dropped.
 pub struct UpstreamBody {
     pub(super) conn: Option<Conn>,
-    pub(super) pump: Option<Pump>,
+    pub(super) pump: Option<Upload>,
+    /// See [`UpstreamBody::closes_client`].
+    pub(super) close_client: bool,
     pub(super) framing: RespFraming,
     pub(super) reusable: bool,
     pub(super) pool: Arc<Pool>,
@@ -28,6 +32,13 @@ pub struct UpstreamBody {
 const CLOSED_MID_BODY: &str = "upstream closed the connection mid-body";
 
 impl UpstreamBody {
+    /// True when the upstream will not take the rest of the request body and too much of it
+    /// is left to read and drop: the client's answer must say `Connection: close` (HTTP/1.x),
+    /// since its connection is closed once the answer is out (RFC 9112 9.6).
+    pub fn closes_client(&self) -> bool {
+        self.close_client
+    }
+
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(None);
@@ -83,7 +94,7 @@ impl UpstreamBody {
     /// request the client sent.
     fn poll_pump(&mut self, cx: &mut Context<'_>) -> Option<BoxError> {
         let p = self.pump.as_mut()?;
-        let Poll::Ready(res) = p.as_mut().poll(cx) else {
+        let Poll::Ready(res) = p.poll(cx) else {
             return None;
         };
         self.pump = None;

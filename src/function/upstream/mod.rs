@@ -13,8 +13,10 @@
 //! 1. A connection goes back to the pool only at a message boundary with nothing left
 //!    over: the response body was read to its framed end (Content-Length counted down to
 //!    zero, the last chunk and the trailers consumed, or a HEAD/1xx/204/304 answer), no byte
-//!    past it is buffered, the request body was sent whole, and the upstream did not ask to
-//!    close. A failed or abandoned exchange drops its connection.
+//!    past it is buffered, the request body was sent whole before the answer's head came,
+//!    and the upstream did not ask to close. A failed or abandoned exchange drops its
+//!    connection; a request body it did not take whole is read off the client and dropped
+//!    (`upload.rs`), so the client connection is left at a message boundary.
 //! 2. Every body byte is counted both ways: a response body ends exactly at its
 //!    Content-Length (short = the client's response is aborted, long = the extra bytes stay
 //!    in the buffer and the connection is dropped); a request body sent with a
@@ -38,6 +40,7 @@ mod head;
 mod send;
 #[cfg(test)]
 mod tests;
+mod upload;
 
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -61,7 +64,8 @@ pub use send::BodyTooLarge;
 use conn::{connect, Conn};
 use framing::RespFraming;
 use head::{response_framing, ParsedHead};
-use send::{send_body, write_head, Pump, PumpError, ReqFraming};
+use send::{send_body, write_head, PumpError, ReqFraming};
+use upload::{Upload, UploadState};
 
 /// Idle connections kept for reuse.
 const MAX_IDLE: usize = 256;
@@ -269,7 +273,7 @@ impl Pool {
         let Some(mut wr) = conn.wr.take() else {
             return Err(Failure::Broken("connection has no write half".into()));
         };
-        let mut pump: Option<Pump> = None;
+        let mut pump: Option<Upload> = None;
         match body {
             None => {
                 if let Err(e) = wr.write_all(wire).await {
@@ -278,30 +282,34 @@ impl Pool {
                 conn.wr = Some(wr);
             }
             Some((body, framing, deadline)) => {
-                pump = Some(Box::pin(send_body(
-                    wr,
-                    wire.to_vec(),
-                    body,
-                    framing,
-                    deadline,
-                )));
+                let left = match framing {
+                    ReqFraming::Length(n) => n,
+                    ReqFraming::Chunked => u64::MAX,
+                };
+                let state = UploadState::new(left);
+                let fut = send_body(wr, wire.to_vec(), body, framing, deadline, state.clone());
+                pump = Some(Upload::new(Box::pin(fut), state));
             }
         }
         // The upstream may answer before it has read the whole body (an early error, or an
         // echo that streams back as it reads), so the body is pumped while the head is awaited.
-        let mut write_error = None;
+        // An upload still unfinished when this fails is abandoned as `pump` drops: the rest
+        // of the client's body is read and dropped, and the connection stays usable.
+        let state = pump.as_ref().map(|p| p.state.clone());
         let parsed = std::future::poll_fn(|cx| {
             if let Some(p) = pump.as_mut() {
-                if let Poll::Ready(res) = p.as_mut().poll(cx) {
+                if let Poll::Ready(res) = p.poll(cx) {
                     pump = None;
                     match res {
                         Ok(w) => conn.wr = Some(w),
                         Err(PumpError::Client(e)) => return Poll::Ready(Err(Failure::Client(e))),
-                        Err(PumpError::Upstream(e)) => write_error = Some(e),
+                        // Recorded in the upload's state, for the message below.
+                        Err(PumpError::Upstream) => {}
                     }
                 }
             }
-            conn.poll_head(cx).map_err(|e| match (e, &write_error) {
+            let write_error = || state.as_ref().and_then(|s| s.failure());
+            conn.poll_head(cx).map_err(|e| match (e, write_error()) {
                 (Failure::BeforeAnswer(why) | Failure::Broken(why), Some(w)) => {
                     Failure::Broken(format!("{why} (writing the body failed: {w})"))
                 }
@@ -327,7 +335,11 @@ impl Pool {
         }
         let framing = response_framing(method, status, &headers)
             .map_err(|why| Failure::Broken(why.to_string()))?;
-        let mut reusable = keep_alive && !matches!(framing, RespFraming::Close);
+        let upstream_closes = !keep_alive || matches!(framing, RespFraming::Close);
+        // An upstream that answered before it had the whole body may close the connection
+        // right after (with the rest unread, a reset) or take the rest for its next request;
+        // a request sent there next could not be retried, so such a connection is not kept.
+        let mut reusable = !upstream_closes && pump.is_none();
         if headers.contains_key(header::TRANSFER_ENCODING) {
             // Transfer-Encoding overrides Content-Length (RFC 9112 6.3); passed on, the
             // stale length would contradict the body the client gets. Such a message may be
@@ -351,9 +363,15 @@ impl Pool {
                 reusable = !conn.keep.is_zero();
             }
         }
+        // Decided before the head goes out: a client whose body the upstream will not take,
+        // and of which too much is left to read and drop, is told the connection closes.
+        let close_client = pump
+            .as_ref()
+            .is_some_and(|p| p.state.close_client(upstream_closes));
         let mut resp = http::Response::new(UpstreamBody {
             conn: Some(conn),
             pump,
+            close_client,
             framing,
             reusable,
             pool: self.clone(),

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::Poll;
 
 use http_body::Body as _;
@@ -10,6 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use super::conn::Wr;
+use super::upload::{discard, UploadState};
 use super::Head;
 use crate::body::ReqBody;
 use crate::error::Error;
@@ -36,9 +38,13 @@ pub(super) enum ReqFraming {
     Length(u64),
 }
 
+/// Why a request body was not sent whole.
 pub(super) enum PumpError {
+    /// The client's body was bad (too large, mis-framed, too slow).
     Client(Error),
-    Upstream(std::io::Error),
+    /// The upstream stopped taking it; the rest was read from the client and dropped. Why
+    /// writing failed, if it did, is in the upload's state.
+    Upstream,
 }
 
 pub(super) type Pump = Pin<Box<dyn Future<Output = Result<Wr, PumpError>> + Send>>;
@@ -47,13 +53,54 @@ pub(super) type Pump = Pin<Box<dyn Future<Output = Result<Wr, PumpError>> + Send
 /// Frames already at hand (a body buffered for an HMAC check, a small one) join the bytes
 /// waiting to go out, so head and body often leave in one write. With a length, the body
 /// must be exactly that long: a byte over is not sent, and the exchange fails either way.
+///
+/// When the upstream stops taking the body (a write fails, or the upload is abandoned), the
+/// rest is still read from the client and dropped (see `upload.rs`) before this returns, so
+/// the client connection is left at a message boundary.
 pub(super) async fn send_body(
     mut wr: Wr,
-    mut wire: Vec<u8>,
+    wire: Vec<u8>,
     mut body: ReqBody,
     framing: ReqFraming,
     deadline: Instant,
+    state: Arc<UploadState>,
 ) -> Result<Wr, PumpError> {
+    match upload(&mut wr, wire, &mut body, framing, deadline, &state).await {
+        Ok(()) => return Ok(wr),
+        Err(Stop::Client(e)) => return Err(PumpError::Client(e)),
+        Err(Stop::Upstream(e)) => state.fail(&e),
+        Err(Stop::Abandoned) => {}
+    }
+    drop(wr);
+    discard(body, deadline, &state).await;
+    Err(PumpError::Upstream)
+}
+
+/// Why [`upload`] stopped short.
+enum Stop {
+    Client(Error),
+    Upstream(std::io::Error),
+    Abandoned,
+}
+
+/// Writes `wire` unless the upload is abandoned first (the upstream may have stopped
+/// reading without closing, and a write to it would wait forever).
+async fn write(wr: &mut Wr, wire: &[u8], state: &UploadState) -> Result<(), Stop> {
+    tokio::select! {
+        biased;
+        () = state.abandoned() => Err(Stop::Abandoned),
+        res = wr.write_all(wire) => res.map_err(Stop::Upstream),
+    }
+}
+
+async fn upload(
+    wr: &mut Wr,
+    mut wire: Vec<u8>,
+    body: &mut ReqBody,
+    framing: ReqFraming,
+    deadline: Instant,
+    state: &UploadState,
+) -> Result<(), Stop> {
     use http_body_util::BodyExt;
     /// Bytes gathered before they are written even if more frames are at hand.
     const GATHER: usize = 64 * 1024;
@@ -63,20 +110,23 @@ pub(super) async fn send_body(
     };
     let mut ended = body.is_end_stream();
     while !ended {
-        let ready = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx)));
+        if state.is_abandoned() {
+            return Err(Stop::Abandoned);
+        }
+        let ready = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx)));
         let frame = match ready.await {
             Poll::Ready(frame) if wire.len() < GATHER => frame,
             // Nothing at hand (or enough gathered): send what waits, then wait for more.
             waiting => {
                 if !wire.is_empty() {
-                    wr.write_all(&wire).await.map_err(PumpError::Upstream)?;
+                    write(wr, &wire, state).await?;
                     wire.clear();
                 }
                 match waiting {
                     Poll::Ready(frame) => frame,
                     Poll::Pending => tokio::time::timeout_at(deadline, body.frame())
                         .await
-                        .map_err(|_| PumpError::Client(Error::ReadTimeout))?,
+                        .map_err(|_| Stop::Client(Error::ReadTimeout))?,
                 }
             }
         };
@@ -84,17 +134,17 @@ pub(super) async fn send_body(
             None => ended = true,
             Some(Err(e)) => {
                 if let Some(BodyTooLarge(limit)) = e.get_ref().and_then(|i| i.downcast_ref()) {
-                    return Err(PumpError::Client(Error::BodyTooLarge(*limit)));
+                    return Err(Stop::Client(Error::BodyTooLarge(*limit)));
                 }
                 let why = format!("reading body: {e}");
-                return Err(PumpError::Client(Error::BadRequest(why)));
+                return Err(Stop::Client(Error::BadRequest(why)));
             }
             Some(Ok(frame)) => {
                 // Trailers are dropped: few upstreams read them.
                 if let Some(data) = frame.into_data().ok().filter(|d| !d.is_empty()) {
                     let len = data.len() as u64;
                     left = left.checked_sub(len).ok_or_else(|| {
-                        PumpError::Client(Error::BadRequest(
+                        Stop::Client(Error::BadRequest(
                             "request body longer than its Content-Length".into(),
                         ))
                     })?;
@@ -103,6 +153,7 @@ pub(super) async fn send_body(
                         wire.extend_from_slice(&data);
                         wire.extend_from_slice(b"\r\n");
                     } else {
+                        state.set_left(left);
                         wire.extend_from_slice(&data);
                     }
                 }
@@ -113,16 +164,17 @@ pub(super) async fn send_body(
     match framing {
         ReqFraming::Chunked => wire.extend_from_slice(b"0\r\n\r\n"),
         ReqFraming::Length(_) if left != 0 => {
-            return Err(PumpError::Client(Error::BadRequest(
+            return Err(Stop::Client(Error::BadRequest(
                 "request body shorter than its Content-Length".into(),
             )))
         }
         ReqFraming::Length(_) => {}
     }
+    state.set_left(0);
     if !wire.is_empty() {
-        wr.write_all(&wire).await.map_err(PumpError::Upstream)?;
+        write(wr, &wire, state).await?;
     }
-    Ok(wr)
+    Ok(())
 }
 
 /// The request head: `prefix` + the (already normalised) target, the headers as given.
@@ -177,12 +229,14 @@ mod tests {
                     .map_err(|e| match e {})
                     .boxed_unsync();
                 let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+                let state = UploadState::new(declared);
                 let res = send_body(
                     wr,
                     b"HEAD\r\n".to_vec(),
                     req,
                     ReqFraming::Length(declared),
                     deadline,
+                    state.clone(),
                 )
                 .await;
                 match res {
@@ -194,7 +248,7 @@ mod tests {
                         assert!(!ok, "{body:?}: {e}");
                         assert!(e.to_string().contains("Content-Length"), "{e}");
                     }
-                    Err(PumpError::Upstream(e)) => panic!("{e}"),
+                    Err(PumpError::Upstream) => panic!("{:?}", state.failure()),
                 }
                 drop(conn);
                 let mut sent = Vec::new();
