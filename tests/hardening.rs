@@ -332,7 +332,10 @@ fn duplicate_or_invalid_host_is_400_and_never_reaches_the_function() {
 fn a_function_cannot_pass_for_the_watchdog() {
     let wd = Watchdog::start(
         &[("cgi_response", "true"), ("mode", "serializing")],
-        &["printf", "X-OpenFaaS-Internal: fwatchdog\\nX-Other: 1\\n\\nhi"],
+        &[
+            "printf",
+            "X-OpenFaaS-Internal: fwatchdog\\nX-Other: 1\\n\\nhi",
+        ],
     );
     let r = wd.post("/", b"").unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "hi"));
