@@ -654,3 +654,32 @@ fn an_upload_the_upstream_did_not_read_never_breaks_a_kept_alive_connection() {
 /// Enough that the race the test is after (the upstream's close seen only after the answer
 /// went out) comes up every run.
 const ROUNDS: usize = 1000;
+
+// ---- idle upstream connections are closed when their time is up, not only when reused ----
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn idle_upstream_connections_past_their_time_are_closed() {
+    let wd = start(&[], &[]);
+    let before = open_fds(wd.child.id());
+    let port = wd.port;
+    // Sixteen at once (each /slow takes 3 s): sixteen upstream connections, then idle.
+    let clients: Vec<_> = (0..16)
+        .map(|_| std::thread::spawn(move || common::request(port, "GET", "/slow", &[], b"")))
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap().unwrap().status, 200);
+    }
+    let after_burst = open_fds(wd.child.id());
+    assert!(after_burst >= before + 10, "{before} -> {after_burst}");
+    // The pool keeps them 1.5 s; then they go, with no request to notice.
+    assert!(
+        eventually(Duration::from_secs(10), || open_fds(wd.child.id())
+            <= before + 2),
+        "{before} -> {after_burst} -> {}",
+        open_fds(wd.child.id())
+    );
+}

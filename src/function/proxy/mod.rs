@@ -150,6 +150,9 @@ impl Proxy {
             }
         });
         tokio::spawn(self.readiness.clone().poll_until_ready());
+        if let UpstreamClient::H1(pool) = &self.client {
+            pool.spawn_janitor();
+        }
         Ok(Supervisor {
             exited: exit_rx,
             stop: stop_tx,
