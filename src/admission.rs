@@ -39,8 +39,8 @@ pub fn context(
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum();
-    if header_bytes > crate::server::MAX_HEADER_BYTES {
-        return Err(Error::HeadersTooLarge(crate::server::MAX_HEADER_BYTES));
+    if header_bytes > config.max_header_bytes {
+        return Err(Error::HeadersTooLarge(config.max_header_bytes));
     }
     check_host(parts)?;
     let exec_timeout = match parts.headers.get("x-timeout") {

@@ -157,6 +157,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "exec_timeout", aliases: &[], default: "30s", help: "max run time of the function per request (0 = none)" },
     Setting { name: "healthcheck_interval", aliases: &[], default: "write_timeout", help: "drain window after SIGTERM" },
     Setting { name: "max_inflight", aliases: &[], default: "0", help: "concurrent requests, 429 beyond (0 = no limit)" },
+    Setting { name: "max_header_bytes", aliases: &[], default: "65536", help: "request header block limit in bytes, 431 beyond (1 KiB to 1 MiB)" },
     Setting { name: "max_body_size", aliases: &[], default: "0", help: "request body limit in bytes, 413 beyond (0 = none when streamed, 64 MiB when held in memory)" },
     Setting { name: "upstream_url", aliases: &["http_upstream_url"], default: "-", help: "http mode: http://127.0.0.1:PORT, h2c://127.0.0.1:PORT or unix:/path.sock" },
     Setting { name: "ready_path", aliases: &[], default: "-", help: "http mode: upstream readiness path" },
@@ -208,6 +209,8 @@ pub struct Config {
     pub max_inflight: usize,
     /// Body limit in bytes; 0 = default for the mode.
     pub max_body_size: u64,
+    /// Request header block limit in bytes.
+    pub max_header_bytes: usize,
     /// http mode: where the function listens.
     pub upstream: Option<Upstream>,
     /// http mode: speak HTTP/2 with prior knowledge to the upstream (`h2c://`).
@@ -537,6 +540,13 @@ impl Config {
                 format!("must be between 64 and {MAX_LOG_LINE}"),
             ));
         }
+        let max_header_bytes: usize = r.number("max_header_bytes", 64 * 1024)?;
+        if !(1024..=1024 * 1024).contains(&max_header_bytes) {
+            return Err(ConfigError::new(
+                "max_header_bytes",
+                "must be between 1024 and 1048576",
+            ));
+        }
         let max_connections = match r.raw("max_connections") {
             None => auto_max_connections(),
             Some((_, v)) if v.trim().eq_ignore_ascii_case("auto") => auto_max_connections(),
@@ -589,6 +599,7 @@ impl Config {
             busy_poll,
             max_inflight: r.number("max_inflight", 0)?,
             max_body_size: r.number("max_body_size", 0)?,
+            max_header_bytes,
             upstream_h2c: r
                 .string("upstream_url")
                 .is_some_and(|u| u.trim().starts_with("h2c://")),

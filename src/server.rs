@@ -34,8 +34,11 @@ pub struct App {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-/// Largest request header block accepted (431 beyond).
-pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// hyper's own buffer is twice the limit: below it, admission applies the limit itself so
+/// the client gets the watchdog's one-line reason; beyond it hyper answers a bare 431.
+fn hyper_buffer(max_header_bytes: usize) -> usize {
+    max_header_bytes.saturating_mul(2).max(8192)
+}
 
 /// Serves `listener` until `stop` resolves, then lets open connections finish for up to
 /// `grace` (HTTP/1.1 keep-alive is turned off, HTTP/2 gets GOAWAY).
@@ -52,11 +55,13 @@ pub async fn serve(
         .header_read_timeout(app.config.read_header_timeout)
         // Hyper answers a bare 431 beyond its buffer; below that, admission applies the
         // 64 KiB limit itself so the client gets the watchdog's one-line reason.
-        .max_buf_size(2 * MAX_HEADER_BYTES);
+        .max_buf_size(hyper_buffer(app.config.max_header_bytes));
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(2 * MAX_HEADER_BYTES as u32);
+        .max_header_list_size(
+            u32::try_from(hyper_buffer(app.config.max_header_bytes)).unwrap_or(u32::MAX),
+        );
     let limits = conn::Limits {
         read_header_timeout: app.config.read_header_timeout,
         idle_timeout: app.config.idle_timeout,

@@ -78,6 +78,8 @@ fn durations_in_settings_that_do_not_fit_exit_2_naming_the_variable() {
         ("read_header_timeout", "1e19"),
         ("log_buffer_size", "1000000000000"),
         ("max_connections", "0"),
+        ("max_header_bytes", "10"),
+        ("max_header_bytes", "99999999999999999999999"),
     ] {
         let (code, err) = run_to_exit(&[("fprocess", "cat"), (var, value)], &[]);
         assert_eq!(code, 2, "{var}={value}: {err}");
@@ -493,4 +495,16 @@ fn unverified_bodies_are_bounded_all_together() {
         )
         .unwrap();
     assert_eq!(r.status, 401, "{}", r.text());
+}
+
+#[test]
+fn the_request_header_limit_is_a_setting() {
+    let big = "x".repeat(3000);
+    let wd = Watchdog::start(&[], &["cat"]);
+    let r = wd.request("POST", "/", &[("X-Big", &big)], b"ok").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    let wd = Watchdog::start(&[("max_header_bytes", "2048")], &["cat"]);
+    let r = wd.request("POST", "/", &[("X-Big", &big)], b"ok").unwrap();
+    assert_eq!(r.status, 431, "{}", r.text());
+    assert!(r.text().contains("2048"), "{}", r.text());
 }

@@ -231,6 +231,10 @@ fn framing_acceptable(method: &Method, status: u16, headers: &[httparse::Header<
         if bodiless {
             return true;
         }
+        // A coding is a token: a value with bytes outside ASCII names none we know.
+        if named("transfer-encoding").any(|h| !h.value.is_ascii()) {
+            return false;
+        }
         let joined: Vec<String> = named("transfer-encoding")
             .map(|h| String::from_utf8_lossy(h.value).into_owned())
             .collect();
