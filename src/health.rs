@@ -183,13 +183,19 @@ fn create_lock(path: &std::path::Path) -> std::io::Result<()> {
     }
     // O_EXCL: fails if anything appeared at the path meanwhile (O_CREAT|O_EXCL never
     // follows a symlink); O_NOFOLLOW and O_NONBLOCK make that doubly sure.
-    std::fs::OpenOptions::new()
+    match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o644)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
         .open(path)
-        .map(drop)
+    {
+        Ok(_) => Ok(()),
+        // Another watchdog sharing TMPDIR wrote its lock in between: a regular file is what
+        // a lock file is; anything else is still refused.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => refuse_special(path).map(drop),
+        Err(e) => Err(e),
+    }
 }
 
 /// An error when something other than a regular file is at `path`; `Ok(true)` when a
