@@ -253,11 +253,17 @@ async fn drain(health: &Health, quiet: Duration, window: Duration, reason: &str)
 /// their values are never read here.
 fn log_start(config: &Config, port: u16, metrics_port: u16) {
     let secs = |d: Duration| humantime::format_duration(d).to_string();
+    // Knative names the service, revision and configuration in the environment: the line
+    // that says which one this is saves a lookup when reading logs of many revisions.
+    let knative = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         mode = format!("{:?}", config.mode).to_lowercase(),
         port,
         metrics_port,
+        k_service = knative("K_SERVICE"),
+        k_revision = knative("K_REVISION"),
+        k_configuration = knative("K_CONFIGURATION"),
         "fwatchdog listening"
     );
     tracing::info!(

@@ -160,13 +160,17 @@ async fn route(
     track: conn::Track,
 ) -> Response<Body> {
     let path = req.uri().path();
-    if path != "/_/health" && path != "/_/ready" {
-        return call_function(app, req, peer_ip, track).await;
-    }
+    // knative func's deploy probes /health/readiness and /health/liveness; they answer
+    // like the watchdog's own and never reach the function.
+    let ready = match path {
+        "/_/ready" | "/health/readiness" => true,
+        "/_/health" | "/health/liveness" => false,
+        _ => return call_function(app, req, peer_ip, track).await,
+    };
     if let Some(resp) = method_not_allowed(&req) {
         return resp;
     }
-    probe(app, path == "/_/ready").await
+    probe(app, ready).await
 }
 
 /// `/_/health`: 200 while accepting work, 503 while draining or (http mode) before the

@@ -312,3 +312,46 @@ fn pid1_reaps_orphans_and_keeps_exit_statuses() {
         .expect("PID 1 exited after SIGTERM");
     assert_eq!(st.code(), Some(0), "log:\n{}", wd.log());
 }
+
+#[test]
+fn knative_func_probe_paths_and_revision_in_the_start_line() {
+    let dir = scratch_dir("kfunc");
+    let ran = dir.join("ran");
+    let script = format!("echo x >> {}; cat", ran.display());
+    let wd = Watchdog::start(
+        &[
+            ("K_SERVICE", "hello"),
+            ("K_REVISION", "hello-00001"),
+            ("K_CONFIGURATION", "hello"),
+            ("max_inflight", "1"),
+        ],
+        &["sh", "-c", &script],
+    );
+    for (path, body) in [("/health/readiness", "OK\n"), ("/health/liveness", "OK\n")] {
+        let r = wd.get(path).unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, body), "{path}");
+    }
+    assert_eq!(wd.post("/health/readiness", b"").unwrap().status, 405);
+    assert!(!ran.exists(), "a probe path reached the function");
+    assert!(
+        eventually(Duration::from_secs(5), || wd
+            .log()
+            .contains("k_revision=\"hello-00001\"")),
+        "{}",
+        wd.log()
+    );
+    let start = wd.log();
+    let line = start
+        .lines()
+        .find(|l| l.contains("fwatchdog listening"))
+        .unwrap();
+    assert!(
+        line.contains("k_service=\"hello\"") && line.contains("k_configuration=\"hello\""),
+        "{line}"
+    );
+    // Draining: both turn 503 like /_/health and /_/ready.
+    wd.signal("TERM");
+    assert!(eventually(Duration::from_secs(5), || wd
+        .get("/health/liveness")
+        .is_ok_and(|r| r.status == 503)));
+}
