@@ -30,6 +30,7 @@ pub fn context(
     parts: &Parts,
     config: &Config,
     call_id: &str,
+    call_id_value: Option<&http::HeaderValue>,
     received: Instant,
     peer_ip: Option<http::HeaderValue>,
     metrics: &Arc<Metrics>,
@@ -63,6 +64,7 @@ pub fn context(
     };
     Ok(Ctx {
         call_id: call_id.to_string(),
+        call_id_value: call_id_value.cloned(),
         received,
         exec_timeout,
         // Durations are bounded when parsed; checked anyway, since a panic here would end
@@ -92,16 +94,46 @@ fn check_host(parts: &Parts) -> Result<(), Error> {
         };
     };
     // An empty Host is allowed (RFC 9112 3.2, for targets without an authority).
-    let valid = host.is_empty()
-        || host
-            .to_str()
-            .ok()
-            .and_then(|h| h.parse::<http::uri::Authority>().ok())
-            .is_some_and(|a| !a.as_str().contains('@'));
-    if !valid {
+    if !valid_host(host.as_bytes()) {
         return Err(Error::BadRequest("Host is not a valid host[:port]".into()));
     }
     Ok(())
+}
+
+/// `uri-host [ ":" port ]` (RFC 3986 3.2.2, 3.2.3), or empty (which RFC 9112 3.2 allows).
+pub fn valid_host(v: &[u8]) -> bool {
+    let (host, port) = match v.strip_prefix(b"[") {
+        // IP-literal: hex, dots and colons inside the brackets (IPv6, IPvFuture's "v").
+        Some(rest) => {
+            let Some(end) = rest.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let (inner, after) = rest.split_at(end);
+            let ok = !inner.is_empty()
+                && inner
+                    .iter()
+                    .all(|b| b.is_ascii_hexdigit() || b":.vV".contains(b));
+            if !ok {
+                return false;
+            }
+            match after.get(1..) {
+                Some([]) | None => return true,
+                Some([b':', port @ ..]) => (&b""[..], port),
+                Some(_) => return false,
+            }
+        }
+        None => match v.iter().rposition(|&b| b == b':') {
+            Some(i) => {
+                let (host, port) = v.split_at(i);
+                (host, port.get(1..).unwrap_or_default())
+            }
+            None => (v, &b""[..]),
+        },
+    };
+    let reg_name = host
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b));
+    reg_name && port.iter().all(u8::is_ascii_digit)
 }
 
 /// A deadline that never comes in practice (a year on), for sums that would not fit.
@@ -175,7 +207,7 @@ mod tests {
                 parts.headers.insert(http::header::HOST, v);
             }
             let metrics = Metrics::new();
-            match context(&parts, &config, "id", Instant::now(), None, &metrics) {
+            match context(&parts, &config, "id", None, Instant::now(), None, &metrics) {
                 Ok(ctx) => {
                     if let Some(limit) = config.exec_timeout {
                         proptest::prop_assert!(ctx.timeout() <= limit);

@@ -233,12 +233,14 @@ async fn call_function(
     let mut timer = app.metrics.start(&method);
     let (parts, body) = req.into_parts();
     let call_id = admission::call_id(&parts);
+    let call_id_value = HeaderValue::from_str(&call_id).ok();
     let mut slot = None;
     let result = async {
         let ctx = admission::context(
             &parts,
             &app.config,
             &call_id,
+            call_id_value.as_ref(),
             received,
             peer_ip,
             &app.metrics,
@@ -280,7 +282,7 @@ async fn call_function(
     if let Ok(v) = HeaderValue::try_from(secs) {
         h.insert("x-duration-seconds", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&call_id) {
+    if let Some(v) = call_id_value {
         h.insert("x-call-id", v);
     }
     log_request(app, &method, &path, resp.status(), elapsed, Some(&call_id));

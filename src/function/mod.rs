@@ -22,6 +22,8 @@ use crate::process::LogOptions;
 pub struct Ctx {
     /// The request's `X-Call-Id`, received or made.
     pub call_id: String,
+    /// The same as a header value, made once for the response and the upstream.
+    pub call_id_value: Option<http::HeaderValue>,
     /// When the request arrived.
     pub received: Instant,
     /// Effective exec timeout (`exec_timeout`, shortened by `X-Timeout`).

@@ -5,62 +5,9 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Version};
 
 use crate::body::ReqBody;
-use crate::error::Error;
 use crate::function::Ctx;
 
 const X_CALL_ID: HeaderName = HeaderName::from_static("x-call-id");
-
-/// Refuses a request whose Host cannot be forwarded as the one Host of an HTTP/1.1 request
-/// (RFC 9112 3.2: a request with more than one Host line, or an invalid one, is a 400).
-pub(super) fn check_host(headers: &HeaderMap) -> Result<(), Error> {
-    let mut hosts = headers.get_all(header::HOST).iter();
-    let first = hosts.next();
-    if hosts.next().is_some() {
-        return Err(Error::BadRequest("more than one Host header".into()));
-    }
-    match first {
-        Some(h) if !valid_host(h.as_bytes()) => {
-            Err(Error::BadRequest("Host is not a valid host[:port]".into()))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// `uri-host [ ":" port ]` (RFC 3986 3.2.2, 3.2.3), or empty (which RFC 9112 3.2 allows).
-pub(super) fn valid_host(v: &[u8]) -> bool {
-    let (host, port) = match v.strip_prefix(b"[") {
-        // IP-literal: hex, dots and colons inside the brackets (IPv6, IPvFuture's "v").
-        Some(rest) => {
-            let Some(end) = rest.iter().position(|&b| b == b']') else {
-                return false;
-            };
-            let (inner, after) = rest.split_at(end);
-            let ok = !inner.is_empty()
-                && inner
-                    .iter()
-                    .all(|b| b.is_ascii_hexdigit() || b":.vV".contains(b));
-            if !ok {
-                return false;
-            }
-            match after.get(1..) {
-                Some([]) | None => return true,
-                Some([b':', port @ ..]) => (&b""[..], port),
-                Some(_) => return false,
-            }
-        }
-        None => match v.iter().rposition(|&b| b == b':') {
-            Some(i) => {
-                let (host, port) = v.split_at(i);
-                (host, port.get(1..).unwrap_or_default())
-            }
-            None => (v, &b""[..]),
-        },
-    };
-    let reg_name = host
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b));
-    reg_name && port.iter().all(u8::is_ascii_digit)
-}
 
 /// Gives the upstream the call id the access log and the client see: the client's own
 /// (already there) or the one made for this request.
@@ -68,8 +15,8 @@ pub(super) fn add_call_id(headers: &mut HeaderMap, ctx: &Ctx) {
     if headers.contains_key(&X_CALL_ID) {
         return;
     }
-    if let Ok(v) = HeaderValue::from_str(&ctx.call_id) {
-        headers.insert(X_CALL_ID, v);
+    if let Some(v) = &ctx.call_id_value {
+        headers.insert(X_CALL_ID, v.clone());
     }
 }
 

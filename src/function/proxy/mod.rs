@@ -40,9 +40,7 @@ use crate::function::Ctx;
 use crate::health::Health;
 use crate::process::{self, describe_exit, FunctionProcess, LogOptions};
 
-use headers::{
-    add_call_id, add_forwarded, check_host, request_host, strip_hop_by_hop, wants_upgrade,
-};
+use headers::{add_call_id, add_forwarded, request_host, strip_hop_by_hop, wants_upgrade};
 use ready::Readiness;
 use stream::{splice_upgraded, too_large, CappedBody, IdleBody};
 
@@ -174,7 +172,6 @@ impl Proxy {
         if let Some(refused) = target::refuse_method(req.method()) {
             return Ok(refused);
         }
-        check_host(req.headers())?;
         let limit = self.config.max_body_size;
         if limit > 0 && req.body().size_hint().lower() > limit {
             return Err(Error::BodyTooLarge(limit));
