@@ -70,6 +70,13 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):  # no access log: fwatchdog has metrics
         pass
 
+    def setup(self):
+        super().setup()
+        # Without TCP_NODELAY a head and a body sent apart meet the client's delayed ACK:
+        # 40 ms a request on a kept-alive connection. (Unix sockets have no Nagle.)
+        if self.connection.family in (socket.AF_INET, socket.AF_INET6):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def _read_body(self):
         te = (self.headers.get("Transfer-Encoding") or "").lower()
         if "chunked" in te:
@@ -117,14 +124,16 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Transfer-Encoding", "chunked")
         elif status >= 200 and status not in (204, 304):
             self.send_header("Content-Length", str(len(body)))
+        if not stream and not head_only:
+            # Head and body leave in one send.
+            self._headers_buffer.append(b"\r\n")
+            self._headers_buffer.append(body)
+            self.flush_headers()
+            return
         self.end_headers()
         if head_only:
             if stream and hasattr(body, "close"):
                 body.close()
-            return
-        if not stream:
-            self.wfile.write(body)
-            self.wfile.flush()
             return
         try:
             for chunk in body:
