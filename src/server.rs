@@ -53,8 +53,6 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(app.config.read_header_timeout)
-        // Hyper answers a bare 431 beyond its buffer; below that, admission applies the
-        // 64 KiB limit itself so the client gets the watchdog's one-line reason.
         .max_buf_size(hyper_buffer(app.config.max_header_bytes));
     builder
         .http2()
@@ -177,32 +175,24 @@ async fn route(
 /// upstream answers. `/_/ready` adds 429 at `max_inflight` and, with `ready_path`, the
 /// upstream's own answer, as of-watchdog gives it.
 async fn probe(app: &App, ready: bool) -> Response<Body> {
+    // One probe of the function per request: with `ready_path` it also opens the gate while
+    // the function starts, so it comes before the health check.
+    let upstream = match &app.function {
+        Function::Proxy(proxy) if ready && !app.health.is_draining() => {
+            proxy.ready_status().await
+        }
+        _ => StatusCode::OK,
+    };
     if app.health.status() != Status::Ok {
-        // http mode while starting: the function may have turned ready since the last poll.
-        let now_ready = match &app.function {
-            Function::Proxy(proxy)
-                if ready && app.config.ready_path.is_some() && !app.health.is_draining() =>
-            {
-                proxy.ready_status().await == StatusCode::OK
-            }
-            _ => false,
-        };
-        if !now_ready {
-            return body::text_response(StatusCode::SERVICE_UNAVAILABLE, "not ready\n");
-        }
+        return body::text_response(StatusCode::SERVICE_UNAVAILABLE, "not ready\n");
     }
-    if ready {
-        if app.health.saturated() {
-            return body::text_response(StatusCode::TOO_MANY_REQUESTS, "max_inflight reached\n");
-        }
-        if let Function::Proxy(proxy) = &app.function {
-            let status = proxy.ready_status().await;
-            if status != StatusCode::OK {
-                let mut resp = Response::new(body::empty());
-                *resp.status_mut() = status;
-                return resp;
-            }
-        }
+    if ready && app.health.saturated() {
+        return body::text_response(StatusCode::TOO_MANY_REQUESTS, "max_inflight reached\n");
+    }
+    if upstream != StatusCode::OK {
+        let mut resp = Response::new(body::empty());
+        *resp.status_mut() = upstream;
+        return resp;
     }
     body::text_response(StatusCode::OK, "OK\n")
 }
