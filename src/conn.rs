@@ -169,8 +169,9 @@ fn half(d: Duration) -> Duration {
 /// [`Track`]) alive until the last frame has gone out.
 pub struct Tracked<G> {
     inner: Body,
-    state: Arc<State>,
+    /// True while a frame handed out has not been followed by the client asking for the next.
     waiting: bool,
+    /// Until the body ends; the track also leads to the connection's state.
     guard: Option<(G, Track)>,
 }
 
@@ -178,11 +179,9 @@ impl<G: Send + Unpin + 'static> Tracked<G> {
     /// Wraps `inner`. Until the client asks for the first frame, the body counts as waiting
     /// on it (an HTTP/2 client with a zero window never asks).
     pub fn wrap(inner: Body, track: Track, guard: G) -> Body {
-        let state = track.state.clone();
-        state.waiting_on_client.fetch_add(1, Ordering::Relaxed);
+        track.state.waiting_on_client.fetch_add(1, Ordering::Relaxed);
         Tracked {
             inner,
-            state,
             waiting: true,
             guard: Some((guard, track)),
         }
@@ -190,11 +189,29 @@ impl<G: Send + Unpin + 'static> Tracked<G> {
     }
 }
 
+impl<G> Tracked<G> {
+    /// Counts the body as waiting on the client (or not) in its connection's state; once
+    /// the body has ended there is nothing left to count.
+    fn set_waiting(&mut self, waiting: bool) {
+        if self.waiting == waiting {
+            return;
+        }
+        self.waiting = waiting;
+        if let Some((_, track)) = &self.guard {
+            let s = &track.state;
+            if waiting {
+                s.waiting_on_client.fetch_add(1, Ordering::Relaxed);
+            } else {
+                s.waiting_on_client.fetch_sub(1, Ordering::Relaxed);
+                s.taken.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 impl<G> Drop for Tracked<G> {
     fn drop(&mut self) {
-        if self.waiting {
-            self.state.waiting_on_client.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.set_waiting(false);
     }
 }
 
@@ -207,17 +224,10 @@ impl<G: Unpin> http_body::Body for Tracked<G> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if this.waiting {
-            this.waiting = false;
-            this.state.waiting_on_client.fetch_sub(1, Ordering::Relaxed);
-            this.state.taken.fetch_add(1, Ordering::Relaxed);
-        }
+        this.set_waiting(false);
         let res = Pin::new(&mut this.inner).poll_frame(cx);
         match &res {
-            Poll::Ready(Some(Ok(_))) if !this.inner.is_end_stream() => {
-                this.waiting = true;
-                this.state.waiting_on_client.fetch_add(1, Ordering::Relaxed);
-            }
+            Poll::Ready(Some(Ok(_))) if !this.inner.is_end_stream() => this.set_waiting(true),
             Poll::Ready(Some(Ok(_))) | Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
                 this.guard = None;
             }
