@@ -83,21 +83,17 @@ pub fn context(
 /// pick a different one).
 fn check_host(parts: &Parts) -> Result<(), Error> {
     let mut hosts = parts.headers.get_all(http::header::HOST).iter();
-    let (Some(host), None) = (hosts.next(), hosts.next()) else {
-        return match parts.headers.contains_key(http::header::HOST) {
-            true => Err(Error::BadRequest("more than one Host header".into())),
-            // HTTP/1.1 requires one (HTTP/2 carries :authority instead).
-            false if parts.version == http::Version::HTTP_11 => {
-                Err(Error::BadRequest("HTTP/1.1 request without Host".into()))
-            }
-            false => Ok(()),
-        };
-    };
-    // An empty Host is allowed (RFC 9112 3.2, for targets without an authority).
-    if !valid_host(host.as_bytes()) {
-        return Err(Error::BadRequest("Host is not a valid host[:port]".into()));
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err(Error::BadRequest("more than one Host header".into())),
+        // HTTP/1.1 requires one (HTTP/2 carries :authority instead).
+        (None, _) if parts.version == http::Version::HTTP_11 => {
+            Err(Error::BadRequest("HTTP/1.1 request without Host".into()))
+        }
+        (Some(host), None) if !valid_host(host.as_bytes()) => {
+            Err(Error::BadRequest("Host is not a valid host[:port]".into()))
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// `uri-host [ ":" port ]` (RFC 3986 3.2.2, 3.2.3), or empty (which RFC 9112 3.2 allows).

@@ -81,10 +81,7 @@ impl Health {
         // A name of its own: watchdogs sharing TMPDIR probe at the same moment, and one
         // would remove the other's probe before the other could.
         let probe = path.with_extension(format!("probe-{}", std::process::id()));
-        if let Some(dir) = path.parent() {
-            // As in the fork modes: a missing TMPDIR is made, not a reason to stop.
-            std::fs::create_dir_all(dir)?;
-        }
+        // create_lock makes a missing TMPDIR, as in the fork modes.
         refuse_special(path)?;
         create_lock(&probe)?;
         std::fs::remove_file(&probe)
