@@ -197,17 +197,7 @@ pub async fn read_body(
     limit: u64,
     deadline: tokio::time::Instant,
 ) -> Result<Bytes, crate::error::Error> {
-    use crate::error::Error;
-    if http_body::Body::size_hint(&body).lower() > limit {
-        return Err(Error::BodyTooLarge(limit));
-    }
-    let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    match tokio::time::timeout_at(deadline, limited.collect()).await {
-        Err(_) => Err(Error::ReadTimeout),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Error::BodyTooLarge(limit)),
-        Ok(Err(e)) => Err(Error::BadRequest(format!("reading body: {e}"))),
-    }
+    collect_body(body, limit, deadline, None, |_| {}).await
 }
 
 /// A bound on bytes held in memory across all requests of one kind (bodies buffered before
@@ -225,11 +215,6 @@ impl Budget {
             held: std::sync::atomic::AtomicU64::new(0),
             limit,
         }
-    }
-
-    /// Bytes held now.
-    pub fn held(&self) -> u64 {
-        self.held.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -274,10 +259,21 @@ impl Drop for Share<'_> {
 /// declared length is claimed up front, so a large upload is refused before it starts.
 /// `inspect` sees each chunk as it arrives (to hash it without a second pass).
 pub async fn read_body_within(
-    mut body: ReqBody,
+    body: ReqBody,
     limit: u64,
     deadline: tokio::time::Instant,
     budget: &Budget,
+    inspect: impl FnMut(&[u8]),
+) -> Result<Bytes, crate::error::Error> {
+    collect_body(body, limit, deadline, Some(budget), inspect).await
+}
+
+/// Both readers above. A body that arrives in one chunk is handed on as it is, uncopied.
+async fn collect_body(
+    mut body: ReqBody,
+    limit: u64,
+    deadline: tokio::time::Instant,
+    budget: Option<&Budget>,
     mut inspect: impl FnMut(&[u8]),
 ) -> Result<Bytes, crate::error::Error> {
     use crate::error::Error;
@@ -285,20 +281,29 @@ pub async fn read_body_within(
     if declared > limit {
         return Err(Error::BodyTooLarge(limit));
     }
-    let busy = Error::Unavailable("too many unverified request bodies in memory; retry later");
-    let mut share = Share { budget, bytes: 0 };
-    if !share.grow_to(declared) {
-        return Err(busy);
+    let busy = || Error::Unavailable("too many unverified request bodies in memory; retry later");
+    let mut share = budget.map(|budget| Share { budget, bytes: 0 });
+    let mut claim = |total: u64| share.as_mut().is_none_or(|s| s.grow_to(total));
+    if !claim(declared) {
+        return Err(busy());
     }
-    let mut buf =
-        bytes::BytesMut::with_capacity(usize::try_from(declared.min(1024 * 1024)).unwrap_or(0));
+    let mut first: Option<Bytes> = None;
+    let mut joined = bytes::BytesMut::new();
     let mut total = 0u64;
     while let Some(data) = next_data(&mut body, deadline, &mut total, limit).await? {
-        if !share.grow_to(total) {
-            return Err(busy);
+        if !claim(total) {
+            return Err(busy());
         }
         inspect(&data);
-        buf.extend_from_slice(&data);
+        match first.take() {
+            None if joined.is_empty() => first = Some(data),
+            Some(head) => {
+                joined.reserve(head.len() + data.len());
+                joined.extend_from_slice(&head);
+                joined.extend_from_slice(&data);
+            }
+            None => joined.extend_from_slice(&data),
+        }
     }
-    Ok(buf.freeze())
+    Ok(first.unwrap_or_else(|| joined.freeze()))
 }

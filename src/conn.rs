@@ -179,7 +179,10 @@ impl<G: Send + Unpin + 'static> Tracked<G> {
     /// Wraps `inner`. Until the client asks for the first frame, the body counts as waiting
     /// on it (an HTTP/2 client with a zero window never asks).
     pub fn wrap(inner: Body, track: Track, guard: G) -> Body {
-        track.state.waiting_on_client.fetch_add(1, Ordering::Relaxed);
+        track
+            .state
+            .waiting_on_client
+            .fetch_add(1, Ordering::Relaxed);
         Tracked {
             inner,
             waiting: true,

@@ -178,9 +178,7 @@ async fn probe(app: &App, ready: bool) -> Response<Body> {
     // One probe of the function per request: with `ready_path` it also opens the gate while
     // the function starts, so it comes before the health check.
     let upstream = match &app.function {
-        Function::Proxy(proxy) if ready && !app.health.is_draining() => {
-            proxy.ready_status().await
-        }
+        Function::Proxy(proxy) if ready && !app.health.is_draining() => proxy.ready_status().await,
         _ => StatusCode::OK,
     };
     if app.health.status() != Status::Ok {
