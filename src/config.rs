@@ -361,11 +361,13 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
 /// `123` or `123.456`: seconds read exactly (to the nanosecond), where going through an
 /// `f64` would round `17481325.343` to `17481325.342999998`.
 fn exact_seconds(v: &str) -> Option<Duration> {
-    let (whole, frac) = v.split_once('.').unwrap_or((v, ""));
-    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    if !frac.bytes().all(|b| b.is_ascii_digit()) || (v.contains('.') && frac.is_empty()) {
+    let (whole, frac) = match v.split_once('.') {
+        Some((_, "")) => return None,
+        Some(parts) => parts,
+        None => (v, ""),
+    };
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(frac) {
         return None;
     }
     let secs: u64 = whole.parse().ok()?;

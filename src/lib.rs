@@ -57,12 +57,9 @@ const DRAIN_QUIET: Duration = Duration::from_secs(1);
 /// Runs the watchdog until it is told to stop. `Ok` means a clean drain. `inherited` are
 /// listeners passed by whoever started the watchdog (see [`listeners`]): the first takes
 /// requests instead of binding `PORT`, a second serves metrics instead of `metrics_port`.
-pub async fn run(
-    config: Config,
-    inherited: Option<Vec<std::net::TcpListener>>,
-) -> Result<(), RunError> {
+pub async fn run(config: Config, inherited: Vec<std::net::TcpListener>) -> Result<(), RunError> {
     let config = Arc::new(config);
-    let mut inherited = inherited.unwrap_or_default().into_iter();
+    let mut inherited = inherited.into_iter();
     let from_std = |l: std::net::TcpListener, var: &str| {
         TcpListener::from_std(l)
             .map_err(|e| config::ConfigError::new(var, format!("cannot use listener: {e}")))

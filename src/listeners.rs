@@ -11,12 +11,12 @@ use crate::config::ConfigError;
 /// First descriptor of the socket-activation protocol.
 const FIRST_FD: RawFd = 3;
 
-/// The listeners passed in the environment, taken once. `None` when `LISTEN_FDS` is unset
+/// The listeners passed in the environment, taken once; none when `LISTEN_FDS` is unset
 /// or meant for another process (`LISTEN_PID`). The variables are removed, so the function
 /// does not believe the sockets were meant for it, and the descriptors are closed on exec.
-pub fn inherited() -> Result<Option<Vec<std::net::TcpListener>>, ConfigError> {
+pub fn inherited() -> Result<Vec<std::net::TcpListener>, ConfigError> {
     let Some(n) = std::env::var_os("LISTEN_FDS") else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     let pid_matches =
         std::env::var("LISTEN_PID").map_or(true, |p| p.trim() == std::process::id().to_string());
@@ -25,17 +25,14 @@ pub fn inherited() -> Result<Option<Vec<std::net::TcpListener>>, ConfigError> {
     std::env::remove_var("LISTEN_PID");
     std::env::remove_var("LISTEN_FDNAMES");
     if !pid_matches {
-        return Ok(None);
+        return Ok(Vec::new());
     }
     let n = n
         .to_str()
         .and_then(|n| n.trim().parse::<RawFd>().ok())
         .filter(|n| (1..=2).contains(n))
         .ok_or_else(|| ConfigError::new("LISTEN_FDS", "must be 1 or 2 (requests, metrics)"))?;
-    (FIRST_FD..FIRST_FD + n)
-        .map(take)
-        .collect::<Result<_, _>>()
-        .map(Some)
+    (FIRST_FD..FIRST_FD + n).map(take).collect()
 }
 
 fn take(fd: RawFd) -> Result<std::net::TcpListener, ConfigError> {
