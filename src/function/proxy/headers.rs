@@ -1,7 +1,7 @@
 //! Request and response headers on their way through the proxy: hop-by-hop headers,
 //! `X-Forwarded-*`, the one Host and the call id the upstream is given.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Version};
 
 use crate::body::ReqBody;
@@ -12,11 +12,8 @@ const X_CALL_ID: HeaderName = HeaderName::from_static("x-call-id");
 /// Gives the upstream the call id the access log and the client see: the client's own
 /// (already there) or the one made for this request.
 pub(super) fn add_call_id(headers: &mut HeaderMap, ctx: &Ctx) {
-    if headers.contains_key(&X_CALL_ID) {
-        return;
-    }
     if let Some(v) = &ctx.call_id_value {
-        headers.insert(X_CALL_ID, v.clone());
+        headers.entry(X_CALL_ID).or_insert_with(|| v.clone());
     }
 }
 
@@ -96,20 +93,24 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// True for an HTTP/1.1 `Upgrade` request other than h2c (which the watchdog itself would
 /// have to speak, and declines by serving the request as HTTP/1.1).
 pub(super) fn wants_upgrade(req: &Request<ReqBody>) -> bool {
-    let has_token = req
-        .headers()
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    let proto = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok());
+    // Cheapest test first: almost no request has an Upgrade header, and then Connection
+    // is never looked up.
+    let proto = || {
+        req.headers()
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+    };
+    let has_token = || {
+        req.headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    };
     req.version() == Version::HTTP_11
-        && has_token
-        && proto.is_some_and(|p| !p.eq_ignore_ascii_case("h2c"))
+        && proto().is_some_and(|p| !p.eq_ignore_ascii_case("h2c"))
+        && has_token()
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -117,23 +118,33 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 pub(super) fn add_forwarded(headers: &mut HeaderMap, ctx: &Ctx, host: Option<&HeaderValue>) {
+    // One lookup per header (an entry), not a check and then an insert: this runs on
+    // every proxied request.
     if let Some(ip) = &ctx.peer_ip {
-        let appended = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prev) if !prev.is_empty() => {
-                HeaderValue::from_str(&format!("{prev}, {}", ip.to_str().unwrap_or_default())).ok()
+        match headers.entry(X_FORWARDED_FOR) {
+            Entry::Occupied(mut prev) => {
+                let appended = match prev.get().to_str() {
+                    Ok(p) if !p.is_empty() => {
+                        HeaderValue::from_str(&format!("{p}, {}", ip.to_str().unwrap_or_default()))
+                            .ok()
+                    }
+                    _ => Some(ip.clone()),
+                };
+                if let Some(v) = appended {
+                    prev.insert(v);
+                }
             }
-            _ => Some(ip.clone()),
-        };
-        if let Some(v) = appended {
-            headers.insert(X_FORWARDED_FOR, v);
+            Entry::Vacant(slot) => {
+                slot.insert(ip.clone());
+            }
         }
     }
     // A platform proxy in front (Knative's queue-proxy) already knows the real scheme and
     // host; keep what it says.
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    }
-    if let (false, Some(h)) = (headers.contains_key(&X_FORWARDED_HOST), host) {
-        headers.insert(X_FORWARDED_HOST, h.clone());
+    headers
+        .entry(X_FORWARDED_PROTO)
+        .or_insert(HeaderValue::from_static("http"));
+    if let (Entry::Vacant(slot), Some(h)) = (headers.entry(X_FORWARDED_HOST), host) {
+        slot.insert(h.clone());
     }
 }
