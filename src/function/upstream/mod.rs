@@ -305,11 +305,7 @@ impl Pool {
                 conn.wr = Some(wr);
             }
             Some((body, framing, deadline)) => {
-                let left = match framing {
-                    ReqFraming::Length(n) => n,
-                    ReqFraming::Chunked => u64::MAX,
-                };
-                let state = UploadState::new(left);
+                let state = UploadState::new(framing.declared());
                 let fut = send_body(wr, wire.to_vec(), body, framing, deadline, state.clone());
                 pump = Some(Upload::new(Box::pin(fut), state));
             }

@@ -38,6 +38,16 @@ pub(super) enum ReqFraming {
     Length(u64),
 }
 
+impl ReqFraming {
+    /// Bytes the body is declared to have (`u64::MAX`: not known).
+    pub(super) fn declared(self) -> u64 {
+        match self {
+            ReqFraming::Length(n) => n,
+            ReqFraming::Chunked => u64::MAX,
+        }
+    }
+}
+
 /// Why a request body was not sent whole.
 pub(super) enum PumpError {
     /// The client's body was bad (too large, mis-framed, too slow).
@@ -104,10 +114,7 @@ async fn upload(
     use http_body_util::BodyExt;
     /// Bytes gathered before they are written even if more frames are at hand.
     const GATHER: usize = 64 * 1024;
-    let mut left = match framing {
-        ReqFraming::Length(n) => n,
-        ReqFraming::Chunked => u64::MAX,
-    };
+    let mut left = framing.declared();
     let mut ended = body.is_end_stream();
     while !ended {
         if state.is_abandoned() {
