@@ -2,6 +2,7 @@
 //! counted against the length the head declared.
 
 use std::future::Future;
+use std::io::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -156,7 +157,9 @@ async fn upload(
                         ))
                     })?;
                     if framing == ReqFraming::Chunked {
-                        wire.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                        // Straight into the buffer: a `format!` here was an allocation
+                        // per chunk. Writing to a Vec cannot fail.
+                        let _ = write!(wire, "{:x}\r\n", data.len());
                         wire.extend_from_slice(&data);
                         wire.extend_from_slice(b"\r\n");
                     } else {
