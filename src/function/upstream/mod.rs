@@ -209,9 +209,7 @@ impl Pool {
             Reply::Response(resp) => {
                 let status = resp.status();
                 let mut body = resp.into_body();
-                while let Some(frame) =
-                    std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
-                {
+                while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
                     frame.map_err(|e| SendError::Upstream(e.to_string()))?;
                 }
                 Ok(status)
