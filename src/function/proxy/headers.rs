@@ -148,3 +148,49 @@ pub(super) fn add_forwarded(headers: &mut HeaderMap, ctx: &Ctx, host: Option<&He
         slot.insert(h.clone());
     }
 }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(*n, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    /// Every hop-by-hop header and every header Connection names goes; the rest stays, and
+    /// an upgrade keeps exactly its Connection/Upgrade pair.
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let all = [
+            ("connection", "close, X-Drop, te"),
+            ("connection", "Keep-Alive"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "close"),
+            ("proxy-authenticate", "Basic"),
+            ("proxy-authorization", "Basic x"),
+            ("te", "trailers"),
+            ("trailer", "x-t"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-drop", "1"),
+            ("x-kept", "yes"),
+        ];
+        let mut h = map(&all);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, map(&[("x-kept", "yes")]));
+        let mut h = map(&all);
+        strip_hop_by_hop(&mut h, true);
+        let upgraded = map(&[
+            ("x-kept", "yes"),
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        assert_eq!(h, upgraded);
+        let mut h = map(&[("x-kept", "yes"), ("content-length", "3")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, map(&[("x-kept", "yes"), ("content-length", "3")]));
+    }
+}
