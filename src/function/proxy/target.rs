@@ -17,16 +17,12 @@ pub(super) fn refuse_method(method: &Method) -> Option<Response<Body>> {
     if method != Method::CONNECT {
         return None;
     }
-    let mut resp = Response::new(crate::body::full(
+    let mut resp = crate::body::text_response(
+        StatusCode::METHOD_NOT_ALLOWED,
         "method not allowed: CONNECT (the watchdog is not a forward proxy)\n",
-    ));
-    *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    );
     let h = resp.headers_mut();
     h.insert(http::header::ALLOW, HeaderValue::from_static(ALLOW));
-    h.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
     h.insert(INTERNAL_HEADER, HeaderValue::from_static("fwatchdog"));
     Some(resp)
 }

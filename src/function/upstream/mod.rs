@@ -167,18 +167,22 @@ impl Pool {
         let retryable = framing.is_none() && idempotent(head.method);
         let conn = self.checkout(retryable).await?;
         if let Some(framing) = framing {
-            let body = Some((body, framing, read_deadline));
+            // Never retried, so the head is handed over whole instead of copied.
+            let out = Outgoing::WithBody(wire, body, framing, read_deadline);
             return self
-                .exchange(conn, &wire, body, head.method, upgrade)
+                .exchange(conn, out, head.method, upgrade)
                 .await
                 .map_err(Failure::into_send_error);
         }
         let retry = conn.reused && retryable;
-        match self.exchange(conn, &wire, None, head.method, upgrade).await {
+        match self
+            .exchange(conn, Outgoing::Head(&wire), head.method, upgrade)
+            .await
+        {
             Err(Failure::BeforeAnswer(why)) if retry => {
                 tracing::debug!(error = %why, "reused upstream connection failed; retrying once");
                 let conn = connect(&self.upstream).await.map_err(connect_error)?;
-                self.exchange(conn, &wire, None, head.method, upgrade)
+                self.exchange(conn, Outgoing::Head(&wire), head.method, upgrade)
                     .await
                     .map_err(Failure::into_send_error)
             }
@@ -209,9 +213,7 @@ impl Pool {
             Reply::Response(resp) => {
                 let status = resp.status();
                 let mut body = resp.into_body();
-                while let Some(frame) =
-                    std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
-                {
+                while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
                     frame.map_err(|e| SendError::Upstream(e.to_string()))?;
                 }
                 Ok(status)
@@ -288,8 +290,7 @@ impl Pool {
     async fn exchange(
         self: &Arc<Self>,
         mut conn: Conn,
-        wire: &[u8],
-        body: Option<(ReqBody, ReqFraming, Instant)>,
+        out: Outgoing<'_>,
         method: &Method,
         upgrade: bool,
     ) -> Result<Reply, Failure> {
@@ -297,20 +298,16 @@ impl Pool {
             return Err(Failure::Broken("connection has no write half".into()));
         };
         let mut pump: Option<Upload> = None;
-        match body {
-            None => {
+        match out {
+            Outgoing::Head(wire) => {
                 if let Err(e) = wr.write_all(wire).await {
                     return Err(Failure::BeforeAnswer(format!("writing request: {e}")));
                 }
                 conn.wr = Some(wr);
             }
-            Some((body, framing, deadline)) => {
-                let left = match framing {
-                    ReqFraming::Length(n) => n,
-                    ReqFraming::Chunked => u64::MAX,
-                };
-                let state = UploadState::new(left);
-                let fut = send_body(wr, wire.to_vec(), body, framing, deadline, state.clone());
+            Outgoing::WithBody(wire, body, framing, deadline) => {
+                let state = UploadState::new(framing.declared());
+                let fut = send_body(wr, wire, body, framing, deadline, state.clone());
                 pump = Some(Upload::new(Box::pin(fut), state));
             }
         }
@@ -403,6 +400,13 @@ impl Pool {
         *resp.headers_mut() = headers;
         Ok(Reply::Response(resp))
     }
+}
+
+/// What an exchange sends: a bodiless request's head (borrowed, as a retry sends it again),
+/// or a head and the body to pump after it, with the body's framing and read deadline.
+enum Outgoing<'a> {
+    Head(&'a [u8]),
+    WithBody(Vec<u8>, ReqBody, ReqFraming, Instant),
 }
 
 fn connect_error(e: io::Error) -> SendError {

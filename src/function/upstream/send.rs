@@ -2,6 +2,7 @@
 //! counted against the length the head declared.
 
 use std::future::Future;
+use std::io::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -36,6 +37,16 @@ pub(super) enum ReqFraming {
     Chunked,
     /// Exactly this many bytes (the Content-Length sent).
     Length(u64),
+}
+
+impl ReqFraming {
+    /// Bytes the body is declared to have (`u64::MAX`: not known).
+    pub(super) fn declared(self) -> u64 {
+        match self {
+            ReqFraming::Length(n) => n,
+            ReqFraming::Chunked => u64::MAX,
+        }
+    }
 }
 
 /// Why a request body was not sent whole.
@@ -104,10 +115,7 @@ async fn upload(
     use http_body_util::BodyExt;
     /// Bytes gathered before they are written even if more frames are at hand.
     const GATHER: usize = 64 * 1024;
-    let mut left = match framing {
-        ReqFraming::Length(n) => n,
-        ReqFraming::Chunked => u64::MAX,
-    };
+    let mut left = framing.declared();
     let mut ended = body.is_end_stream();
     while !ended {
         if state.is_abandoned() {
@@ -149,7 +157,9 @@ async fn upload(
                         ))
                     })?;
                     if framing == ReqFraming::Chunked {
-                        wire.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                        // Straight into the buffer: a `format!` here was an allocation
+                        // per chunk. Writing to a Vec cannot fail.
+                        let _ = write!(wire, "{:x}\r\n", data.len());
                         wire.extend_from_slice(&data);
                         wire.extend_from_slice(b"\r\n");
                     } else {
