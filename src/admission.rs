@@ -44,9 +44,12 @@ pub fn context(
         return Err(Error::HeadersTooLarge(config.max_header_bytes));
     }
     check_host(parts)?;
-    let exec_timeout = match parts.headers.get("x-timeout") {
-        None => config.exec_timeout,
-        Some(v) => {
+    let mut timeouts = parts.headers.get_all("x-timeout").iter();
+    let exec_timeout = match (timeouts.next(), timeouts.next()) {
+        (None, _) => config.exec_timeout,
+        // Which one would a proxy in front have checked? Neither is taken.
+        (Some(_), Some(_)) => return Err(Error::BadRequest("more than one X-Timeout".into())),
+        (Some(v), None) => {
             let asked = v
                 .to_str()
                 .ok()

@@ -60,6 +60,15 @@ fn durations_that_do_not_fit_are_400_and_the_watchdog_lives() {
             assert_eq!(r.text().lines().count(), 1, "{}", r.text());
         }
         let r = wd
+            .request(
+                "POST",
+                "/",
+                &[("X-Timeout", "1s"), ("X-Timeout", "1e20")],
+                b"x",
+            )
+            .unwrap();
+        assert_eq!(r.status, 400, "two X-Timeout headers: {}", r.text());
+        let r = wd
             .request("POST", "/", &[("X-Timeout", "5s")], b"ok")
             .unwrap();
         assert_eq!((r.status, r.text().as_str()), (200, "ok"), "still serving");

@@ -383,6 +383,16 @@ fn the_call_id_reaches_the_upstream() {
         .unwrap();
     assert_eq!(json(&r)["headers"]["x-call-id"], "mine-1");
     assert_eq!(r.header("x-call-id"), Some("mine-1"));
+    // An empty or a second X-Call-Id never reaches the upstream beside the one in use.
+    for sent in [
+        vec![("X-Call-Id", "")],
+        vec![("X-Call-Id", "one"), ("X-Call-Id", "two")],
+    ] {
+        let r = wd.request("GET", "/echo", &sent, b"").unwrap();
+        let used = r.header("x-call-id").unwrap().to_string();
+        assert!(!used.is_empty());
+        assert_eq!(json(&r)["headers"]["x-call-id"], used.as_str(), "{sent:?}");
+    }
 }
 
 // ---- 8. max_body_size ------------------------------------------------------------------------
