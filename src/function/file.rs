@@ -115,12 +115,8 @@ impl FileMode {
         // With cgi_response, stdout may still carry the header block for the file's body,
         // and a Content-Length there must be the file's.
         let c = self.fork.parse_collected(status, stdout)?;
-        let bodiless = parts.method == http::Method::HEAD
-            || c.code == http::StatusCode::NO_CONTENT
-            || c.code == http::StatusCode::NOT_MODIFIED;
-        if !bodiless {
-            crate::cgi::check_length(c.declared, len).map_err(Error::FunctionFailed)?;
-        }
+        crate::cgi::check_response_length(&parts.method, c.code, c.declared, len)
+            .map_err(Error::FunctionFailed)?;
         let mut headers = c.headers;
         if !headers.contains_key(header::CONTENT_TYPE) {
             if let Ok(v) = HeaderValue::from_str(&self.fork.config().content_type) {

@@ -357,26 +357,21 @@ impl Fork {
     }
 }
 
-/// Checks a whole body against the length the function declared, and says what to send:
-/// the body, and a Content-Length to set when it is not the body's own. A response that
-/// carries no body (HEAD, 204, 304) may declare the length a GET would have had; for HEAD
-/// that length is kept and nothing is sent.
+/// Checks a whole body against the length the function declared
+/// ([`cgi::check_response_length`]), and says what to send: the body, and a Content-Length
+/// to set when it is not the body's own. For HEAD a declared length is kept and nothing is
+/// sent.
 fn frame_body(
     method: &Method,
     code: StatusCode,
     declared: Option<u64>,
     body: Bytes,
 ) -> Result<(Bytes, Option<HeaderValue>), Error> {
-    if method == Method::HEAD {
-        return Ok(match declared {
-            Some(d) => (Bytes::new(), Some(HeaderValue::from(d))),
-            None => (body, None),
-        });
+    if let (&Method::HEAD, Some(d)) = (method, declared) {
+        return Ok((Bytes::new(), Some(HeaderValue::from(d))));
     }
-    if code == StatusCode::NO_CONTENT || code == StatusCode::NOT_MODIFIED {
-        return Ok((body, None));
-    }
-    cgi::check_length(declared, body.len() as u64).map_err(Error::FunctionFailed)?;
+    cgi::check_response_length(method, code, declared, body.len() as u64)
+        .map_err(Error::FunctionFailed)?;
     Ok((body, None))
 }
 
