@@ -222,7 +222,6 @@ impl Fork {
                 return Err(Error::FunctionFailed(why));
             }
         };
-        set_content_type(&mut headers, &self.config.content_type);
         // Output already waiting goes out with the headers, without waiting for more. If the
         // function has already finished, the whole response fits in one write with a
         // Content-Length instead of a chunked stream, and a declared length is checked.
@@ -232,10 +231,7 @@ impl Fork {
             if let Some(len) = length {
                 headers.insert(header::CONTENT_LENGTH, len);
             }
-            let mut resp = Response::new(body::full(body));
-            *resp.status_mut() = status;
-            *resp.headers_mut() = headers;
-            return Ok(resp);
+            return Ok(response(&self.config, status, headers, body::full(body)));
         }
         // Streamed: the declared length is dropped and the watchdog frames the body (chunked),
         // so a wrong one can neither cut the body short nor run into the next response.
@@ -247,10 +243,7 @@ impl Fork {
             timeout: ctx.timeout(),
             metrics: ctx.metrics.clone(),
         };
-        let mut resp = Response::new(body.boxed_unsync());
-        *resp.status_mut() = status;
-        *resp.headers_mut() = headers;
-        Ok(resp)
+        Ok(response(&self.config, status, headers, body.boxed_unsync()))
     }
 
     async fn serializing(&self, req: Request<ReqBody>, ctx: &Ctx) -> Result<Response<Body>, Error> {
@@ -392,12 +385,23 @@ fn spawn_error(argv: &[String]) -> impl Fn(std::io::Error) -> Error + '_ {
     }
 }
 
-fn set_content_type(headers: &mut HeaderMap, default: &str) {
+/// The response to send: the function's status and headers, with the configured
+/// Content-Type when the function set none.
+pub fn response(
+    config: &Config,
+    code: StatusCode,
+    mut headers: HeaderMap,
+    body: Body,
+) -> Response<Body> {
     if !headers.contains_key(header::CONTENT_TYPE) {
-        if let Ok(v) = HeaderValue::from_str(default) {
+        if let Ok(v) = HeaderValue::from_str(&config.content_type) {
             headers.insert(header::CONTENT_TYPE, v);
         }
     }
+    let mut resp = Response::new(body);
+    *resp.status_mut() = code;
+    *resp.headers_mut() = headers;
+    resp
 }
 
 /// 200 (or the CGI status) on success; 500 when the function exited non-zero, with its
@@ -431,11 +435,7 @@ fn exit_response(
     } else {
         out
     };
-    set_content_type(&mut headers, &config.content_type);
-    let mut resp = Response::new(body::full(out));
-    *resp.status_mut() = code;
-    *resp.headers_mut() = headers;
-    resp
+    response(config, code, headers, body::full(out))
 }
 
 async fn wait_deadline(deadline: &mut Option<std::pin::Pin<Box<Sleep>>>) {
