@@ -9,7 +9,7 @@ mod output;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
@@ -158,39 +158,17 @@ impl Fork {
         let mut deadline = ctx.deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
         // Headers go out with the first output, so a function that times out before
         // printing anything still gets a clean 504.
-        let mut head = BytesMut::new();
         let (status, mut headers) = loop {
-            let chunk = tokio::select! {
+            let read = tokio::select! {
                 biased;
                 err = std::future::poll_fn(|cx| poll_body_err(&mut body_err, cx)) => { reader.abort(); return Err(err) }
                 _ = wait_deadline(&mut deadline) => { reader.abort(); return Err(Error::Timeout(ctx.timeout())) }
-                chunk = reader.next_chunk() => chunk,
+                read = reader.fill() => read,
             };
-            match chunk {
-                Ok(Some(data)) => {
-                    head.extend_from_slice(&data);
-                    if !self.config.cgi_response {
-                        break (StatusCode::OK, HeaderMap::new());
-                    }
-                    match cgi::parse_response_headers(&head) {
-                        cgi::Parsed::Incomplete => continue,
-                        cgi::Parsed::Invalid(why) => {
-                            reader.abort();
-                            return Err(Error::FunctionFailed(why));
-                        }
-                        cgi::Parsed::Done {
-                            status,
-                            headers,
-                            body_start,
-                        } => {
-                            let _ = head.split_to(body_start);
-                            break (status, headers);
-                        }
-                    }
-                }
-                Ok(None) => {
+            match read {
+                Ok(0) => {
                     // The function closed stdout without (complete) output: its exit status decides.
-                    if self.config.cgi_response && !head.is_empty() {
+                    if self.config.cgi_response && !reader.buffered().is_empty() {
                         reader.abort();
                         return Err(Error::FunctionFailed(
                             "output ended inside the CGI header block".into(),
@@ -209,6 +187,26 @@ impl Fork {
                         StatusCode::OK,
                     ));
                 }
+                Ok(_) => {
+                    if !self.config.cgi_response {
+                        break (StatusCode::OK, HeaderMap::new());
+                    }
+                    match cgi::parse_response_headers(reader.buffered()) {
+                        cgi::Parsed::Incomplete => continue,
+                        cgi::Parsed::Invalid(why) => {
+                            reader.abort();
+                            return Err(Error::FunctionFailed(why));
+                        }
+                        cgi::Parsed::Done {
+                            status,
+                            headers,
+                            body_start,
+                        } => {
+                            reader.discard(body_start);
+                            break (status, headers);
+                        }
+                    }
+                }
                 Err(e) => {
                     reader.abort();
                     return Err(Error::FunctionFailed(format!("reading output: {e}")));
@@ -225,9 +223,10 @@ impl Fork {
         // Output already waiting goes out with the headers, without waiting for more. If the
         // function has already finished, the whole response fits in one write with a
         // Content-Length instead of a chunked stream, and a declared length is checked.
-        if reader.drain_ready(&mut head) {
+        if reader.drain_ready() {
             reader.done();
-            let (body, length) = frame_body(&parts.method, status, declared, head.freeze())?;
+            let body = reader.take_buffered();
+            let (body, length) = frame_body(&parts.method, status, declared, body)?;
             if let Some(len) = length {
                 headers.insert(header::CONTENT_LENGTH, len);
             }
@@ -235,9 +234,10 @@ impl Fork {
         }
         // Streamed: the declared length is dropped and the watchdog frames the body (chunked),
         // so a wrong one can neither cut the body short nor run into the next response.
+        let pending = Some(reader.take_buffered()).filter(|b| !b.is_empty());
         let body = StreamingBody {
             reader,
-            pending: Some(head.freeze()).filter(|b| !b.is_empty()),
+            pending,
             deadline,
             body_err,
             timeout: ctx.timeout(),
