@@ -265,7 +265,8 @@ impl Fork {
         ctx: &Ctx,
     ) -> Result<(ExitStatus, Bytes), Error> {
         let Started { stdin, mut reader } = started;
-        if let (Some(mut stdin), Some(input)) = (stdin, input) {
+        // An empty input needs no writer task: dropping stdin is its EOF.
+        if let (Some(mut stdin), Some(input)) = (stdin, input.filter(|i| !i.is_empty())) {
             // A function that exits without reading its input is fine: ignore EPIPE.
             tokio::spawn(async move {
                 let _ = stdin.write_all(&input).await;
