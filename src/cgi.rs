@@ -368,4 +368,14 @@ mod tests {
         assert!(check_length(Some(0), 5).is_err());
         assert!(check_length(None, 5).is_ok());
     }
+
+    #[test]
+    fn bodiless_responses_are_not_checked() {
+        use http::Method;
+        let ok = StatusCode::OK;
+        assert!(check_response_length(&Method::GET, ok, Some(0), 5).is_err());
+        assert!(check_response_length(&Method::HEAD, ok, Some(0), 5).is_ok());
+        assert!(check_response_length(&Method::GET, StatusCode::NO_CONTENT, Some(9), 0).is_ok());
+        assert!(check_response_length(&Method::GET, StatusCode::NOT_MODIFIED, Some(9), 0).is_ok());
+    }
 }
