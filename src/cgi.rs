@@ -268,6 +268,23 @@ pub fn take_framing(headers: &mut HeaderMap) -> Result<Option<u64>, String> {
     })
 }
 
+/// [`check_length`] for a response to `method` with status `code`: one that carries no body
+/// (HEAD, 204, 304) may declare the length a GET would have had, so nothing is checked.
+pub fn check_response_length(
+    method: &http::Method,
+    code: StatusCode,
+    declared: Option<u64>,
+    counted: u64,
+) -> Result<(), String> {
+    if method == http::Method::HEAD
+        || code == StatusCode::NO_CONTENT
+        || code == StatusCode::NOT_MODIFIED
+    {
+        return Ok(());
+    }
+    check_length(declared, counted)
+}
+
 /// A declared Content-Length must be the number of body bytes the function wrote.
 pub fn check_length(declared: Option<u64>, counted: u64) -> Result<(), String> {
     match declared {
@@ -350,5 +367,15 @@ mod tests {
         }
         assert!(check_length(Some(0), 5).is_err());
         assert!(check_length(None, 5).is_ok());
+    }
+
+    #[test]
+    fn bodiless_responses_are_not_checked() {
+        use http::Method;
+        let ok = StatusCode::OK;
+        assert!(check_response_length(&Method::GET, ok, Some(0), 5).is_err());
+        assert!(check_response_length(&Method::HEAD, ok, Some(0), 5).is_ok());
+        assert!(check_response_length(&Method::GET, StatusCode::NO_CONTENT, Some(9), 0).is_ok());
+        assert!(check_response_length(&Method::GET, StatusCode::NOT_MODIFIED, Some(9), 0).is_ok());
     }
 }

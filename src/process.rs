@@ -52,15 +52,11 @@ impl FunctionProcess {
 
     /// Waits for the leader to exit (and reaps it).
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
-        let status = self.child().wait().await;
-        if status.is_ok() {
-            self.reaped = true;
-        }
-        status
+        std::future::poll_fn(|cx| self.poll_wait(cx)).await
     }
 
-    /// [`FunctionProcess::wait`] as a poll, for watching the leader's exit while reading its
-    /// output. tokio's wait is cancel-safe, so a fresh future per poll loses nothing.
+    /// Polls for the leader's exit (and reaps it), for watching it while reading its output.
+    /// tokio's wait is cancel-safe, so a fresh future per poll loses nothing.
     pub fn poll_wait(
         &mut self,
         cx: &mut std::task::Context<'_>,

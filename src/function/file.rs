@@ -26,7 +26,7 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::body::{Body, FileBody, Guarded, ReqBody};
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
-use crate::function::fork::Fork;
+use crate::function::fork::{self, Fork};
 use crate::function::Ctx;
 use crate::process::{LogOptions, KILL_GRACE};
 
@@ -115,25 +115,13 @@ impl FileMode {
         // With cgi_response, stdout may still carry the header block for the file's body,
         // and a Content-Length there must be the file's.
         let c = self.fork.parse_collected(status, stdout)?;
-        let bodiless = parts.method == http::Method::HEAD
-            || c.code == http::StatusCode::NO_CONTENT
-            || c.code == http::StatusCode::NOT_MODIFIED;
-        if !bodiless {
-            crate::cgi::check_length(c.declared, len).map_err(Error::FunctionFailed)?;
-        }
+        crate::cgi::check_response_length(&parts.method, c.code, c.declared, len)
+            .map_err(Error::FunctionFailed)?;
         let mut headers = c.headers;
-        if !headers.contains_key(header::CONTENT_TYPE) {
-            if let Ok(v) = HeaderValue::from_str(&self.fork.config().content_type) {
-                headers.insert(header::CONTENT_TYPE, v);
-            }
-        }
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         // The request's folder goes once the last byte is out or the client goes away.
         let body = Guarded::wrap(FileBody::boxed(file, len, READ_CHUNK), scratch);
-        let mut resp = Response::new(body);
-        *resp.status_mut() = c.code;
-        *resp.headers_mut() = headers;
-        Ok(resp)
+        Ok(fork::response(self.fork.config(), c.code, headers, body))
     }
 
     /// Streams the body into `dir/input.<ext>` within the read deadline and size limit, and

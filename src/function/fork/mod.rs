@@ -9,7 +9,7 @@ mod output;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
@@ -158,39 +158,17 @@ impl Fork {
         let mut deadline = ctx.deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
         // Headers go out with the first output, so a function that times out before
         // printing anything still gets a clean 504.
-        let mut head = BytesMut::new();
         let (status, mut headers) = loop {
-            let chunk = tokio::select! {
+            let read = tokio::select! {
                 biased;
                 err = std::future::poll_fn(|cx| poll_body_err(&mut body_err, cx)) => { reader.abort(); return Err(err) }
                 _ = wait_deadline(&mut deadline) => { reader.abort(); return Err(Error::Timeout(ctx.timeout())) }
-                chunk = reader.next_chunk() => chunk,
+                read = reader.fill() => read,
             };
-            match chunk {
-                Ok(Some(data)) => {
-                    head.extend_from_slice(&data);
-                    if !self.config.cgi_response {
-                        break (StatusCode::OK, HeaderMap::new());
-                    }
-                    match cgi::parse_response_headers(&head) {
-                        cgi::Parsed::Incomplete => continue,
-                        cgi::Parsed::Invalid(why) => {
-                            reader.abort();
-                            return Err(Error::FunctionFailed(why));
-                        }
-                        cgi::Parsed::Done {
-                            status,
-                            headers,
-                            body_start,
-                        } => {
-                            let _ = head.split_to(body_start);
-                            break (status, headers);
-                        }
-                    }
-                }
-                Ok(None) => {
+            match read {
+                Ok(0) => {
                     // The function closed stdout without (complete) output: its exit status decides.
-                    if self.config.cgi_response && !head.is_empty() {
+                    if self.config.cgi_response && !reader.buffered().is_empty() {
                         reader.abort();
                         return Err(Error::FunctionFailed(
                             "output ended inside the CGI header block".into(),
@@ -209,6 +187,26 @@ impl Fork {
                         StatusCode::OK,
                     ));
                 }
+                Ok(_) => {
+                    if !self.config.cgi_response {
+                        break (StatusCode::OK, HeaderMap::new());
+                    }
+                    match cgi::parse_response_headers(reader.buffered()) {
+                        cgi::Parsed::Incomplete => continue,
+                        cgi::Parsed::Invalid(why) => {
+                            reader.abort();
+                            return Err(Error::FunctionFailed(why));
+                        }
+                        cgi::Parsed::Done {
+                            status,
+                            headers,
+                            body_start,
+                        } => {
+                            reader.discard(body_start);
+                            break (status, headers);
+                        }
+                    }
+                }
                 Err(e) => {
                     reader.abort();
                     return Err(Error::FunctionFailed(format!("reading output: {e}")));
@@ -222,35 +220,30 @@ impl Fork {
                 return Err(Error::FunctionFailed(why));
             }
         };
-        set_content_type(&mut headers, &self.config.content_type);
         // Output already waiting goes out with the headers, without waiting for more. If the
         // function has already finished, the whole response fits in one write with a
         // Content-Length instead of a chunked stream, and a declared length is checked.
-        if reader.drain_ready(&mut head) {
+        if reader.drain_ready() {
             reader.done();
-            let (body, length) = frame_body(&parts.method, status, declared, head.freeze())?;
+            let body = reader.take_buffered();
+            let (body, length) = frame_body(&parts.method, status, declared, body)?;
             if let Some(len) = length {
                 headers.insert(header::CONTENT_LENGTH, len);
             }
-            let mut resp = Response::new(body::full(body));
-            *resp.status_mut() = status;
-            *resp.headers_mut() = headers;
-            return Ok(resp);
+            return Ok(response(&self.config, status, headers, body::full(body)));
         }
         // Streamed: the declared length is dropped and the watchdog frames the body (chunked),
         // so a wrong one can neither cut the body short nor run into the next response.
+        let pending = Some(reader.take_buffered()).filter(|b| !b.is_empty());
         let body = StreamingBody {
             reader,
-            pending: Some(head.freeze()).filter(|b| !b.is_empty()),
+            pending,
             deadline,
             body_err,
             timeout: ctx.timeout(),
             metrics: ctx.metrics.clone(),
         };
-        let mut resp = Response::new(body.boxed_unsync());
-        *resp.status_mut() = status;
-        *resp.headers_mut() = headers;
-        Ok(resp)
+        Ok(response(&self.config, status, headers, body.boxed_unsync()))
     }
 
     async fn serializing(&self, req: Request<ReqBody>, ctx: &Ctx) -> Result<Response<Body>, Error> {
@@ -272,7 +265,8 @@ impl Fork {
         ctx: &Ctx,
     ) -> Result<(ExitStatus, Bytes), Error> {
         let Started { stdin, mut reader } = started;
-        if let (Some(mut stdin), Some(input)) = (stdin, input) {
+        // An empty input needs no writer task: dropping stdin is its EOF.
+        if let (Some(mut stdin), Some(input)) = (stdin, input.filter(|i| !i.is_empty())) {
             // A function that exits without reading its input is fine: ignore EPIPE.
             tokio::spawn(async move {
                 let _ = stdin.write_all(&input).await;
@@ -357,26 +351,21 @@ impl Fork {
     }
 }
 
-/// Checks a whole body against the length the function declared, and says what to send:
-/// the body, and a Content-Length to set when it is not the body's own. A response that
-/// carries no body (HEAD, 204, 304) may declare the length a GET would have had; for HEAD
-/// that length is kept and nothing is sent.
+/// Checks a whole body against the length the function declared
+/// ([`cgi::check_response_length`]), and says what to send: the body, and a Content-Length
+/// to set when it is not the body's own. For HEAD a declared length is kept and nothing is
+/// sent.
 fn frame_body(
     method: &Method,
     code: StatusCode,
     declared: Option<u64>,
     body: Bytes,
 ) -> Result<(Bytes, Option<HeaderValue>), Error> {
-    if method == Method::HEAD {
-        return Ok(match declared {
-            Some(d) => (Bytes::new(), Some(HeaderValue::from(d))),
-            None => (body, None),
-        });
+    if let (&Method::HEAD, Some(d)) = (method, declared) {
+        return Ok((Bytes::new(), Some(HeaderValue::from(d))));
     }
-    if code == StatusCode::NO_CONTENT || code == StatusCode::NOT_MODIFIED {
-        return Ok((body, None));
-    }
-    cgi::check_length(declared, body.len() as u64).map_err(Error::FunctionFailed)?;
+    cgi::check_response_length(method, code, declared, body.len() as u64)
+        .map_err(Error::FunctionFailed)?;
     Ok((body, None))
 }
 
@@ -397,12 +386,23 @@ fn spawn_error(argv: &[String]) -> impl Fn(std::io::Error) -> Error + '_ {
     }
 }
 
-fn set_content_type(headers: &mut HeaderMap, default: &str) {
+/// The response to send: the function's status and headers, with the configured
+/// Content-Type when the function set none.
+pub fn response(
+    config: &Config,
+    code: StatusCode,
+    mut headers: HeaderMap,
+    body: Body,
+) -> Response<Body> {
     if !headers.contains_key(header::CONTENT_TYPE) {
-        if let Ok(v) = HeaderValue::from_str(default) {
+        if let Ok(v) = HeaderValue::from_str(&config.content_type) {
             headers.insert(header::CONTENT_TYPE, v);
         }
     }
+    let mut resp = Response::new(body);
+    *resp.status_mut() = code;
+    *resp.headers_mut() = headers;
+    resp
 }
 
 /// 200 (or the CGI status) on success; 500 when the function exited non-zero, with its
@@ -436,11 +436,7 @@ fn exit_response(
     } else {
         out
     };
-    set_content_type(&mut headers, &config.content_type);
-    let mut resp = Response::new(body::full(out));
-    *resp.status_mut() = code;
-    *resp.headers_mut() = headers;
-    resp
+    response(config, code, headers, body::full(out))
 }
 
 async fn wait_deadline(deadline: &mut Option<std::pin::Pin<Box<Sleep>>>) {

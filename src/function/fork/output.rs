@@ -138,26 +138,43 @@ impl OutputReader {
         if n == 0 {
             return Poll::Ready(Ok(None));
         }
-        Poll::Ready(Ok(Some(self.buf.split().freeze())))
+        Poll::Ready(Ok(Some(self.take_buffered())))
     }
 
-    /// Appends output that is already readable to `head` (up to a bound) without waiting;
-    /// true when the output has ended.
-    pub fn drain_ready(&mut self, head: &mut BytesMut) -> bool {
+    /// Reads more output onto what is buffered; 0 once the output has ended. The buffer is
+    /// where the CGI head is looked for, so the first output is neither copied nor split
+    /// before the head is known.
+    pub async fn fill(&mut self) -> std::io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    /// The output read and not yet taken.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Drops the first `n` buffered bytes (a CGI head that has been parsed).
+    pub fn discard(&mut self, n: usize) {
+        let _ = self.buf.split_to(n.min(self.buf.len()));
+    }
+
+    /// Takes everything buffered.
+    pub fn take_buffered(&mut self) -> Bytes {
+        self.buf.split().freeze()
+    }
+
+    /// Buffers output that is already readable (up to a bound) without waiting; true when
+    /// the output has ended.
+    pub fn drain_ready(&mut self) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        while head.len() < 256 * 1024 {
-            match self.poll_chunk(&mut cx) {
-                Poll::Ready(Ok(Some(data))) => head.extend_from_slice(&data),
-                Poll::Ready(Ok(None)) => return true,
+        while self.buf.len() < 256 * 1024 {
+            match self.poll_fill(&mut cx) {
+                Poll::Ready(Ok(0)) => return true,
+                Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(_)) | Poll::Pending => return false,
             }
         }
         false
-    }
-
-    /// The next chunk of output.
-    pub async fn next_chunk(&mut self) -> std::io::Result<Option<Bytes>> {
-        std::future::poll_fn(|cx| self.poll_chunk(cx)).await
     }
 
     /// All the output, in one buffer (no copy per read).
