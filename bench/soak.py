@@ -38,7 +38,11 @@ shell script the soak test writes; what it does depends on the request path. For
   http mode the upstream instead drops the connection after answering (also with an unread
   body, so the watchdog sees a reset), answers garbage, is slow, answers 204, ends its body
   by closing, and sends a chunked body with a wrong Content-Length. `/crash` is left out:
-  it kills the upstream.
+  it kills the upstream. A `/drop` close is unannounced (no `Connection: close`), so a
+  valid POST that reaches the watchdog just before the upstream's FIN goes out on the
+  pooled connection and gets 502: no client may resend a POST with a body (Go's, used by
+  of-watchdog, does not; under load it lost 3-6 % of such requests, fwatchdog 0.3-0.7 %).
+  Those are counted apart, and a mode fails if there are more of them than `/drop`s.
 
 Each mode first runs everything for a warm-up (`SOAK_WARMUP`, default 10 s), stops the
 clients and waits 12 s (`idle_timeout` closes what is left, and idle runtime threads exit),
@@ -65,6 +69,7 @@ import http.client
 import json
 import os
 import random
+import re
 import select
 import shutil
 import signal
@@ -195,6 +200,8 @@ class Stats:
         self.valid_failures = 0
         self.crossed = 0
         self.hostile = 0
+        self.drops = 0
+        self.raced = 0
         self.hostile_failures = 0
         self.outcomes = collections.Counter()
         self.failures = []
@@ -216,6 +223,10 @@ class Stats:
     def outcome(self, name, result):
         with self.lock:
             self.outcomes["%s=%s" % (name, result)] += 1
+
+
+# The watchdog's 502 for a request sent on a pooled connection the upstream had just closed.
+RACED_CLOSE = re.compile(rb"upstream request failed: (upstream closed the connection without answering|.*Connection reset by peer|.*Broken pipe)")
 
 
 def describe(method, path, headers, body):
@@ -459,6 +470,14 @@ class Mode:
             self.stats.fail("valid", what, "%s: %s" % (type(e).__name__, e))
             return False
         self.stats.count("valid")
+        if self.name == "http" and resp.status == 502 and RACED_CLOSE.search(got[:200]):
+            # The upstream's /drop closes a kept-alive connection right after answering,
+            # without Connection: close. A request that went out on it before the FIN did
+            # cannot be told from one the upstream took and then crashed on, so no client
+            # retries a POST with a body (Go's, and so of-watchdog's, does not either). Each
+            # /drop can cost at most one such request; more is a pool bug (checked in run).
+            self.stats.count("raced")
+            return True
         if self.name == "http" and resp.status == 200:
             try:
                 report = json.loads(got)
@@ -550,6 +569,8 @@ class Mode:
                 if not self.alive():
                     time.sleep(0.5)
             self.stats.outcome(path, status)
+            if path == "/drop":
+                self.stats.count("drops")
             if not check(status, got):
                 self.stats.fail("bad-output", what, "%s, body %d bytes %r" % (status, len(got), got[:80]))
             if closes:
@@ -771,6 +792,8 @@ class Mode:
             why.append("no figures")
         if s.valid_failures:
             why.append("%d valid requests failed" % s.valid_failures)
+        if s.raced > s.drops:
+            why.append("%d valid requests met a closed pooled connection, more than the %d /drop answers that closed one" % (s.raced, s.drops))
         if s.crossed:
             why.append("%d answers belonged to another request" % s.crossed)
         if s.hostile_failures:
@@ -839,8 +862,9 @@ def main():
                fmt(r.get("rss_peak")), fmt(r.get("fds")), fmt(r.get("fds_end")), "PASS" if r["ok"] else "FAIL")
         )
     for name, r, stats, outcomes, load, tail in details:
-        print("\n%s: slowloris sockets lived up to %.1f s; under load: %s; outcomes: %s"
-              % (name, stats.slowloris_max_life, load, outcomes))
+        raced = "; %d valid requests raced a /drop close (of %d drops)" % (stats.raced, stats.drops) if stats.drops else ""
+        print("\n%s: slowloris sockets lived up to %.1f s; under load: %s; outcomes: %s%s"
+              % (name, stats.slowloris_max_life, load, outcomes, raced))
         if not r["ok"]:
             print("  FAIL: " + "; ".join(r["why"]))
             for f in stats.failures:
