@@ -10,8 +10,8 @@ use tokio::time::Instant;
 
 use crate::config::{parse_duration, Config};
 use crate::error::Error;
-use crate::function::Ctx;
 use crate::metrics::Metrics;
+use crate::mode::Ctx;
 
 /// The request's `X-Call-Id`, or a fresh one. Settled first, so that even a request refused
 /// by admission gets its own id echoed.

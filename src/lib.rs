@@ -6,15 +6,12 @@ pub mod body;
 pub mod busy_poll;
 pub mod cgi;
 pub mod config;
-pub mod conn;
 pub mod error;
-pub mod function;
 pub mod health;
-pub mod listeners;
 pub mod logbuf;
 pub mod metrics;
+pub mod mode;
 pub mod process;
-pub mod reaper;
 pub mod secrets;
 pub mod server;
 
@@ -25,8 +22,8 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{Config, LogFormat};
-use crate::function::Function;
 use crate::health::Health;
+use crate::mode::Function;
 use crate::process::LogOptions;
 use crate::server::App;
 

@@ -101,7 +101,7 @@ fn main() -> ExitCode {
         }
     };
     let json_logs = config.log_format == LogFormat::Json;
-    let inherited = match fwatchdog::listeners::inherited() {
+    let inherited = match fwatchdog::server::listeners::inherited() {
         Ok(l) => l,
         Err(e) => {
             fail(json_logs, &e.to_string(), Some(&e.var));
@@ -109,7 +109,7 @@ fn main() -> ExitCode {
         }
     };
     fwatchdog::init_logging(config.log_format);
-    if let Err(e) = fwatchdog::reaper::become_init_if_pid1() {
+    if let Err(e) = fwatchdog::process::reaper::become_init_if_pid1() {
         eprintln!("fwatchdog: cannot start as PID 1: {e}");
         return ExitCode::from(1);
     }

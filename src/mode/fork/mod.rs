@@ -21,7 +21,7 @@ use crate::body::{self, Body, ReqBody};
 use crate::cgi;
 use crate::config::{Config, Mode};
 use crate::error::Error;
-use crate::function::Ctx;
+use crate::mode::Ctx;
 use crate::process::{self, describe_exit, FunctionProcess, LogOptions};
 
 pub use output::EXIT_DRAIN_GRACE;

@@ -808,7 +808,7 @@ mod tests {
 
     #[test]
     fn readme_documents_every_setting() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         for s in SETTINGS {
             for name in std::iter::once(s.name).chain(s.aliases.iter().copied()) {
                 assert!(

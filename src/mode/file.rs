@@ -26,8 +26,8 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::body::{Body, FileBody, Guarded, ReqBody};
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
-use crate::function::fork::{self, Fork};
-use crate::function::Ctx;
+use crate::mode::fork::{self, Fork};
+use crate::mode::Ctx;
 use crate::process::{LogOptions, KILL_GRACE};
 
 /// Name prefix of the run folders under `$TMPDIR`; anything so named and unlocked is

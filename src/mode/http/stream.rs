@@ -16,8 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::body::{BoxError, ReqBody};
-use crate::function::upstream::{BodyTooLarge, Upgraded};
 use crate::metrics::Metrics;
+use crate::mode::http::upstream::{BodyTooLarge, Upgraded};
 
 /// A request body of unknown length that fails once it would grow past `limit`: the frame
 /// that crosses the limit is not handed on, so the upstream never gets more than `limit`.

@@ -10,8 +10,8 @@ use tokio::time::Instant;
 
 use super::UpstreamClient;
 use crate::config::Upstream;
-use crate::function::upstream;
 use crate::health::Health;
+use crate::mode::http::upstream;
 
 /// How often readiness is polled while the function starts (Knative probes every 50 ms).
 const READY_POLL: Duration = Duration::from_millis(5);

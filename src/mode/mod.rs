@@ -2,14 +2,13 @@
 
 pub mod file;
 pub mod fork;
-pub mod proxy;
+pub mod http;
 pub mod static_files;
-pub mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use ::http::{Request, Response};
 use tokio::time::Instant;
 
 use crate::body::{Body, ReqBody};
@@ -23,7 +22,7 @@ pub struct Ctx {
     /// The request's `X-Call-Id`, received or made.
     pub call_id: String,
     /// The same as a header value, made once for the response and the upstream.
-    pub call_id_value: Option<http::HeaderValue>,
+    pub call_id_value: Option<::http::HeaderValue>,
     /// When the request arrived.
     pub received: Instant,
     /// Effective exec timeout (`exec_timeout`, shortened by `X-Timeout`).
@@ -34,7 +33,7 @@ pub struct Ctx {
     pub read_deadline: Instant,
     /// The client's IP address as a header value, for `X-Forwarded-For` (made once per
     /// connection).
-    pub peer_ip: Option<http::HeaderValue>,
+    pub peer_ip: Option<::http::HeaderValue>,
     /// Where timeouts found after the response started are counted.
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -53,7 +52,7 @@ pub enum Function {
     /// `file`.
     File(file::FileMode),
     /// `http`.
-    Proxy(Box<proxy::Proxy>),
+    Proxy(Box<http::Proxy>),
     /// `static`.
     Static(static_files::StaticFiles),
 }
@@ -69,7 +68,7 @@ impl Function {
             Mode::Streaming | Mode::Serializing => Function::Fork(fork::Fork::new(config, log)),
             Mode::File => Function::File(file::FileMode::new(config, log)?),
             Mode::Static => Function::Static(static_files::StaticFiles::new(&config)?),
-            Mode::Http => Function::Proxy(Box::new(proxy::Proxy::new(config, health.clone(), log))),
+            Mode::Http => Function::Proxy(Box::new(http::Proxy::new(config, health.clone(), log))),
         })
     }
 

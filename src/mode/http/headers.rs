@@ -5,7 +5,7 @@ use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Version};
 
 use crate::body::ReqBody;
-use crate::function::Ctx;
+use crate::mode::Ctx;
 
 const X_CALL_ID: HeaderName = HeaderName::from_static("x-call-id");
 

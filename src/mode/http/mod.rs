@@ -11,6 +11,7 @@ mod headers;
 mod ready;
 mod stream;
 mod target;
+pub mod upstream;
 
 use std::future::Future;
 use std::io;
@@ -35,10 +36,10 @@ use tokio::time::Instant;
 use crate::body::{Body, BoxError, ReqBody};
 use crate::config::{Config, Upstream};
 use crate::error::Error;
-use crate::function::upstream::{self, Pool, Reply, SendError};
-use crate::function::Ctx;
 use crate::health::Health;
+use crate::mode::Ctx;
 use crate::process::{self, describe_exit, FunctionProcess, LogOptions};
+use upstream::{Pool, Reply, SendError};
 
 use headers::{add_call_id, add_forwarded, request_host, strip_hop_by_hop, wants_upgrade};
 use ready::Readiness;

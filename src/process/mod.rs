@@ -1,6 +1,8 @@
 //! Process supervision: spawn a function in its own process group, kill the whole group with a
 //! grace period, and forward its output to the log line by line.
 
+pub mod reaper;
+
 use std::future::Future;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};

@@ -1,6 +1,9 @@
 //! The HTTP side: accept loop (HTTP/1.1 and h2c on one port), per-connection timeouts,
 //! routing of `/_/health` and `/_/ready`, and the path every function request takes.
 
+pub mod conn;
+pub mod listeners;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +18,9 @@ use tokio::time::Instant;
 use crate::admission;
 use crate::body::{self, Body};
 use crate::config::Config;
-use crate::conn;
 use crate::error::Error;
-use crate::function::Function;
 use crate::health::{Health, Status};
+use crate::mode::Function;
 
 /// Everything a request handler needs, shared by all connections.
 pub struct App {

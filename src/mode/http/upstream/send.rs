@@ -230,7 +230,7 @@ mod tests {
                     authority: listener.local_addr().unwrap().to_string(),
                     prefix: String::new(),
                 };
-                let mut conn = crate::function::upstream::conn::connect(&upstream)
+                let mut conn = crate::mode::http::upstream::conn::connect(&upstream)
                     .await
                     .unwrap();
                 let (mut peer, _) = listener.accept().unwrap();
