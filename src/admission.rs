@@ -2,7 +2,6 @@
 //! (`max_inflight` is taken in the server, authentication in `secrets`.)
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::request::Parts;
@@ -10,7 +9,6 @@ use tokio::time::Instant;
 
 use crate::config::{parse_duration, Config};
 use crate::error::Error;
-use crate::metrics::Metrics;
 use crate::mode::Ctx;
 
 /// The request's `X-Call-Id`, or a fresh one. Settled first, so that even a request refused
@@ -33,7 +31,6 @@ pub fn context(
     call_id_value: Option<&http::HeaderValue>,
     received: Instant,
     peer_ip: Option<http::HeaderValue>,
-    metrics: &Arc<Metrics>,
 ) -> Result<Ctx, Error> {
     let header_bytes: usize = parts
         .headers
@@ -77,7 +74,6 @@ pub fn context(
             .checked_add(config.read_timeout)
             .unwrap_or_else(far_future),
         peer_ip,
-        metrics: metrics.clone(),
     })
 }
 
@@ -205,8 +201,7 @@ mod tests {
             if let Ok(v) = http::HeaderValue::from_bytes(&host) {
                 parts.headers.insert(http::header::HOST, v);
             }
-            let metrics = Metrics::new();
-            match context(&parts, &config, "id", None, Instant::now(), None, &metrics) {
+            match context(&parts, &config, "id", None, Instant::now(), None) {
                 Ok(ctx) => {
                     if let Some(limit) = config.exec_timeout {
                         proptest::prop_assert!(ctx.timeout() <= limit);

@@ -34,6 +34,14 @@ pub enum Error {
     /// The function is not ready (http mode start) or the watchdog is shutting down.
     #[error("{0}")]
     Unavailable(&'static str),
+    /// A method this endpoint does not take; `allow` lists the ones it does.
+    #[error("method not allowed: {why}")]
+    MethodNotAllowed {
+        /// The `Allow` header's value.
+        allow: &'static str,
+        /// The rest of the one-line reason.
+        why: &'static str,
+    },
     /// The function ran past its exec timeout.
     #[error("function timed out after {0:?}")]
     Timeout(std::time::Duration),
@@ -52,12 +60,17 @@ impl Error {
             Error::FunctionFailed(_) => StatusCode::BAD_GATEWAY,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
     /// A plain-text, one-line response marked as the watchdog's own.
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
+        let allow = match &self {
+            Error::MethodNotAllowed { allow, .. } => Some(*allow),
+            _ => None,
+        };
         let mut line = self.to_string().replace(['\r', '\n'], " ");
         line.push('\n');
         let mut resp = Response::new(crate::body::full(line));
@@ -68,6 +81,9 @@ impl Error {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         h.insert(INTERNAL_HEADER, HeaderValue::from_static("fwatchdog"));
+        if let Some(allow) = allow {
+            h.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
         if status == StatusCode::UNAUTHORIZED {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

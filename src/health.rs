@@ -72,6 +72,19 @@ impl Health {
         Ok(())
     }
 
+    /// A lock-file failure as the start-up error it is: the lock file lives in `TMPDIR`.
+    pub fn lock_error(&self, e: std::io::Error) -> crate::config::ConfigError {
+        let path = self
+            .inner
+            .lock_path
+            .as_deref()
+            .unwrap_or(std::path::Path::new("-"));
+        crate::config::ConfigError::new(
+            "TMPDIR",
+            format!("cannot write lock file {}: {e}", path.display()),
+        )
+    }
+
     /// Fails when the lock file could not be written, without writing it (http mode learns
     /// this at start, long before it is ready).
     pub fn check_lock_writable(&self) -> std::io::Result<()> {

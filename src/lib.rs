@@ -1,5 +1,7 @@
-//! fwatchdog: a tiny function watchdog. [`run`] starts the function (in http mode), binds,
-//! serves until SIGTERM, drains, and stops the function.
+//! fwatchdog: a tiny function watchdog. [`run`] starts the mode, serves on the listeners it
+//! is given until told to stop, drains, and stops the mode.
+
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod admission;
 pub mod body;
@@ -15,13 +17,14 @@ pub mod process;
 pub mod secrets;
 pub mod server;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{Config, LogFormat};
+use crate::config::{Config, LogFormat, ModeConfig};
 use crate::health::Health;
 use crate::mode::Function;
 use crate::process::LogOptions;
@@ -51,96 +54,106 @@ impl RunError {
 /// How long the watchdog waits, once draining, for traffic to stop before it exits.
 const DRAIN_QUIET: Duration = Duration::from_secs(1);
 
-/// Runs the watchdog until it is told to stop. `Ok` means a clean drain. `inherited` are
-/// listeners passed by whoever started the watchdog (see [`listeners`]): the first takes
-/// requests instead of binding `PORT`, a second serves metrics instead of `metrics_port`.
-pub async fn run(config: Config, inherited: Vec<std::net::TcpListener>) -> Result<(), RunError> {
+/// Where the watchdog serves: requests, and metrics when enabled.
+pub struct Listeners {
+    /// Function requests, health and readiness.
+    pub http: TcpListener,
+    /// `/metrics`, when `metrics_port` is set or a second listener was inherited.
+    pub metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `PORT` (and `metrics_port`) on all addresses, or takes the `inherited`
+    /// listeners passed by whoever started the watchdog (see [`server::listeners`]): the
+    /// first takes requests, a second serves metrics.
+    pub async fn bind(
+        config: &Config,
+        inherited: Vec<std::net::TcpListener>,
+    ) -> Result<Listeners, config::ConfigError> {
+        let mut inherited = inherited.into_iter();
+        let from_std = |l: std::net::TcpListener| {
+            TcpListener::from_std(l).map_err(|e| {
+                config::ConfigError::new("LISTEN_FDS", format!("cannot use listener: {e}"))
+            })
+        };
+        let bind = |var: &'static str, port: u16| async move {
+            TcpListener::bind(("0.0.0.0", port)).await.map_err(|e| {
+                config::ConfigError::new(var, format!("cannot listen on port {port}: {e}"))
+            })
+        };
+        let http = match inherited.next() {
+            Some(l) => from_std(l)?,
+            None => bind("PORT", config.port).await?,
+        };
+        let metrics = match (inherited.next(), config.metrics_port) {
+            (Some(l), _) => Some(from_std(l)?),
+            (None, Some(port)) => Some(bind("metrics_port", port).await?),
+            (None, None) => None,
+        };
+        Ok(Listeners { http, metrics })
+    }
+}
+
+/// SIGTERM or SIGINT, whichever comes first: the `shutdown` the binary gives [`run`].
+pub fn stop_signals() -> std::io::Result<impl Future<Output = &'static str>> {
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = sigterm.recv() => "SIGTERM",
+            _ = sigint.recv() => "SIGINT",
+        }
+    })
+}
+
+/// Runs the watchdog on `listeners` until `shutdown` resolves (with the reason it gives)
+/// or the mode's long-lived function exits, then drains and stops the mode. `Ok` means a
+/// clean drain.
+pub async fn run(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = &'static str>,
+) -> Result<(), RunError> {
     let config = Arc::new(config);
-    let mut inherited = inherited.into_iter();
-    let from_std = |l: std::net::TcpListener, var: &str| {
-        TcpListener::from_std(l)
-            .map_err(|e| config::ConfigError::new(var, format!("cannot use listener: {e}")))
-    };
-    let listener = match inherited.next() {
-        Some(l) => from_std(l, "LISTEN_FDS")?,
-        None => TcpListener::bind(("0.0.0.0", config.port))
-            .await
-            .map_err(|e| {
-                config::ConfigError::new(
-                    "PORT",
-                    format!("cannot listen on port {}: {e}", config.port),
-                )
-            })?,
-    };
-    let metrics_listener = match (inherited.next(), config.metrics_port) {
-        (Some(l), _) => Some(from_std(l, "LISTEN_FDS")?),
-        (None, Some(port)) => Some(TcpListener::bind(("0.0.0.0", port)).await.map_err(|e| {
-            config::ConfigError::new("metrics_port", format!("cannot listen on port {port}: {e}"))
-        })?),
-        (None, None) => None,
-    };
     let lock = (!config.suppress_lock).then(|| config.lock_path());
     let health = Health::new(config.max_inflight, lock);
-    let log = LogOptions {
-        prefix: config.prefix_logs,
-        max_line: config.log_buffer_size,
-        format: config.log_format,
+    let shared = mode::Shared {
+        health: health.clone(),
+        log: LogOptions {
+            prefix: config.prefix_logs,
+            max_line: config.log_buffer_size,
+            format: config.log_format,
+        },
+        metrics: metrics::Metrics::new(),
     };
     let auth = secrets::Auth::from_config(&config)?;
-    let metrics = metrics::Metrics::new();
-    let port = listener.local_addr().map_or(config.port, |a| a.port());
-    let metrics_port = metrics_listener
+    let port = listeners
+        .http
+        .local_addr()
+        .map_or(config.port, |a| a.port());
+    let metrics_port = listeners
+        .metrics
         .as_ref()
         .and_then(|l| l.local_addr().ok())
         .map_or(0, |a| a.port());
-    if let Some(listener) = metrics_listener {
-        tokio::spawn(metrics.clone().serve(listener));
+    if let Some(listener) = listeners.metrics {
+        tokio::spawn(shared.metrics.clone().serve(listener));
     }
-    let function = Function::new(config.clone(), &health, log)?;
+    let function = Function::new(config.clone(), &shared)?;
     log_start(&config, port, metrics_port);
-    let lock_error = |e: std::io::Error| {
-        config::ConfigError::new(
-            "TMPDIR",
-            format!(
-                "cannot write lock file {}: {e}",
-                config.lock_path().display()
-            ),
-        )
-    };
-    let mut supervisor = match &function {
-        Function::Proxy(proxy) => {
-            // Ready (and the lock file) come later, once the upstream answers; find out now
-            // whether the lock file can be written at all.
-            health.check_lock_writable().map_err(lock_error)?;
-            Some(proxy.start().map_err(|e| {
-                config::ConfigError::new(
-                    "fprocess",
-                    format!("cannot start {:?}: {e}", config.fprocess[0]),
-                )
-            })?)
-        }
-        _ => {
-            health.set_ready().map_err(lock_error)?;
-            None
-        }
-    };
+    function.start(&health)?;
 
     let app = Arc::new(App {
         config: config.clone(),
         health: health.clone(),
         function,
         auth,
-        metrics,
+        metrics: shared.metrics,
     });
-    spawn_signal_forwarder(supervisor.as_ref().map(|s| s.pgid))
-        .map_err(|e| RunError::Failed(e.to_string()))?;
-    let mut sigterm =
-        signal(SignalKind::terminate()).map_err(|e| RunError::Failed(e.to_string()))?;
-    let mut sigint =
-        signal(SignalKind::interrupt()).map_err(|e| RunError::Failed(e.to_string()))?;
+    spawn_signal_forwarder(app.clone()).map_err(|e| RunError::Failed(e.to_string()))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server::serve(
-        listener,
+        listeners.http,
         app.clone(),
         async {
             let _ = stop_rx.await;
@@ -148,16 +161,9 @@ pub async fn run(config: Config, inherited: Vec<std::net::TcpListener>) -> Resul
         config.write_timeout,
     ));
 
-    let function_exit = async {
-        match supervisor.as_mut() {
-            Some(s) => (&mut s.exited).await.unwrap_or_default(),
-            None => std::future::pending().await,
-        }
-    };
     let (reason, died) = tokio::select! {
-        _ = sigterm.recv() => ("SIGTERM", None),
-        _ = sigint.recv() => ("SIGINT", None),
-        how = function_exit => ("function exit", Some(how)),
+        reason = shutdown => (reason, None),
+        how = app.function.exited() => ("function exit", Some(how)),
     };
     let clean = match died {
         // Nothing new can be served once the function is gone, so no quiet period: requests
@@ -175,11 +181,8 @@ pub async fn run(config: Config, inherited: Vec<std::net::TcpListener>) -> Resul
     if let Some(how) = died {
         return Err(RunError::Failed(format!("function process exited ({how})")));
     }
-    if let Some(s) = supervisor {
-        // Only now, after the drain, does the function's group get SIGTERM (then SIGKILL).
-        let _ = s.stop.send(());
-        let _ = s.done.await;
-    }
+    // Only now, after the drain, do the mode's processes get SIGTERM (then SIGKILL).
+    app.function.shutdown().await;
     if clean {
         tracing::info!("drained, exiting");
         Ok(())
@@ -193,10 +196,8 @@ pub async fn run(config: Config, inherited: Vec<std::net::TcpListener>) -> Resul
 
 /// SIGHUP, SIGUSR1, SIGUSR2 and SIGQUIT would end the watchdog without a drain (their
 /// default action), so a log-rotation signal or a stray `kill -HUP 1` became an outage.
-/// They are passed to the function's process group where a long-lived function exists
-/// (http mode), as tini and dumb-init do, and otherwise logged and ignored: a fork-mode
-/// function lives for one request and has nothing to reload.
-fn spawn_signal_forwarder(pgid: Option<i32>) -> std::io::Result<()> {
+/// The mode decides what they mean ([`Function::signal`]).
+fn spawn_signal_forwarder(app: Arc<App>) -> std::io::Result<()> {
     use nix::sys::signal::Signal;
     let kinds = [
         (SignalKind::hangup(), Signal::SIGHUP),
@@ -206,17 +207,10 @@ fn spawn_signal_forwarder(pgid: Option<i32>) -> std::io::Result<()> {
     ];
     for (kind, sig) in kinds {
         let mut stream = signal(kind)?;
+        let app = app.clone();
         tokio::spawn(async move {
             while stream.recv().await.is_some() {
-                match pgid {
-                    Some(pg) => {
-                        let sent = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pg), sig);
-                        tracing::info!(signal = %sig, ok = sent.is_ok(), "forwarded to the function's process group");
-                    }
-                    None => {
-                        tracing::info!(signal = %sig, "ignored (no long-lived function to forward it to)")
-                    }
-                }
+                app.function.signal(sig);
             }
         });
     }
@@ -252,22 +246,29 @@ fn log_start(config: &Config, port: u16, metrics_port: u16) {
     let knative = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        mode = format!("{:?}", config.mode).to_lowercase(),
+        mode = config.mode.name(),
         port,
         metrics_port,
         k_service = knative("K_SERVICE"),
         k_revision = knative("K_REVISION"),
         k_configuration = knative("K_CONFIGURATION"),
+        ignored_settings = (!config.ignored.is_empty()).then(|| config.ignored.join(",")),
         "fwatchdog listening"
     );
     tracing::info!(
-        fprocess = shell_words::join(&config.fprocess),
-        upstream_url = config.upstream.as_ref().map(|u| match u {
-            config::Upstream::Tcp { authority, prefix } => format!("http://{authority}{prefix}"),
-            config::Upstream::Unix(path) => format!("unix:{}", path.display()),
-        }),
-        static_path =
-            (config.mode == config::Mode::Static).then(|| config.static_path.display().to_string()),
+        fprocess = config.function.fprocess().map(config::Argv::to_shell),
+        upstream_url = match &config.function {
+            ModeConfig::Http(h) => Some(match &h.upstream {
+                config::Upstream::Tcp { authority, prefix } =>
+                    format!("http://{authority}{prefix}"),
+                config::Upstream::Unix(path) => format!("unix:{}", path.display()),
+            }),
+            _ => None,
+        },
+        static_path = match &config.function {
+            ModeConfig::Static(s) => Some(s.static_path.display().to_string()),
+            _ => None,
+        },
         read_timeout = secs(config.read_timeout),
         write_timeout = secs(config.write_timeout),
         exec_timeout = secs(config.exec_timeout.unwrap_or_default()),
@@ -284,6 +285,13 @@ fn log_start(config: &Config, port: u16, metrics_port: u16) {
         hmac_secret = config.hmac_secret.as_deref(),
         "config"
     );
+    if !config.ignored.is_empty() {
+        tracing::warn!(
+            mode = config.mode.name(),
+            settings = config.ignored.join(","),
+            "settings given that this mode does not read; they have no effect"
+        );
+    }
 }
 
 /// Installs the tracing subscriber for the watchdog's own log lines (stderr).

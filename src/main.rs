@@ -1,6 +1,8 @@
 //! Entry point: parse flags and settings, become the PID 1 reaper if needed, run, and map
 //! failures to exit codes (2 for configuration, 1 for runtime failures).
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::collections::HashMap;
 use std::process::ExitCode;
 
@@ -153,7 +155,12 @@ fn main() -> ExitCode {
             );
         }
     }
-    let outcome = runtime.block_on(fwatchdog::run(config, inherited));
+    let outcome = runtime.block_on(async {
+        let listeners = fwatchdog::Listeners::bind(&config, inherited).await?;
+        let stop =
+            fwatchdog::stop_signals().map_err(|e| fwatchdog::RunError::Failed(e.to_string()))?;
+        fwatchdog::run(listeners, config, stop).await
+    });
     fwatchdog::logbuf::flush();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -193,7 +193,15 @@ fn grandchild_holding_stdout_cannot_stretch_the_request() {
     );
     // One that keeps writing keeps the response open, up to exec_timeout and no further.
     let mark = marker("writer");
-    let script = format!("sh -c 'while :; do echo {mark}; sleep 0.02; done' & echo started");
+    // A writer that forks nothing per line (`sleep` in a shell loop could, on a loaded
+    // machine, take longer than the exit grace to start and look like a writer that
+    // stopped); the parent exits once it has started.
+    let up = std::env::temp_dir().join(format!("{mark}.up"));
+    let script = format!(
+        "python3 -c 'import sys, time\nopen(sys.argv[2], \"w\").close()\nwhile True: print(sys.argv[1], flush=True); time.sleep(0.02)' {mark} {up} & \
+         while [ ! -e {up} ]; do sleep 0.01; done; echo started",
+        up = up.display()
+    );
     let wd = Watchdog::start(
         &[("mode", "serializing"), ("exec_timeout", "1")],
         &["sh", "-c", &script],
@@ -208,6 +216,7 @@ fn grandchild_holding_stdout_cannot_stretch_the_request() {
         "grandchild survived: {:?}",
         pids_with_marker(&mark)
     );
+    let _ = std::fs::remove_file(&up);
 }
 
 /// A function whose whole group is findable by a marker: two inner shells keep it in their

@@ -28,7 +28,7 @@ use crate::config::{Config, ConfigError};
 use crate::error::Error;
 use crate::mode::fork::{self, Fork};
 use crate::mode::Ctx;
-use crate::process::{LogOptions, KILL_GRACE};
+use crate::process::KILL_GRACE;
 
 /// Name prefix of the run folders under `$TMPDIR`; anything so named and unlocked is
 /// removed at start.
@@ -65,7 +65,11 @@ pub struct FileMode {
 impl FileMode {
     /// A runner for `config`: removes run folders left under `$TMPDIR` by a crashed watchdog
     /// and makes this run's own (which is why it can fail, naming `TMPDIR`).
-    pub fn new(config: Arc<Config>, log: LogOptions) -> Result<FileMode, ConfigError> {
+    pub fn new(
+        config: Arc<Config>,
+        settings: crate::config::ForkConfig,
+        shared: &crate::mode::Shared,
+    ) -> Result<FileMode, ConfigError> {
         sweep_dead_runs(&config.tmpdir);
         let run_dir = RunDir::create(&config.tmpdir).map_err(|e| {
             ConfigError::new(
@@ -77,7 +81,7 @@ impl FileMode {
             )
         })?;
         Ok(FileMode {
-            fork: Fork::new(config, log),
+            fork: Fork::new(config, settings, shared),
             run_dir,
             seq: AtomicU64::new(0),
         })
@@ -121,7 +125,7 @@ impl FileMode {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         // The request's folder goes once the last byte is out or the client goes away.
         let body = Guarded::wrap(FileBody::boxed(file, len, READ_CHUNK), scratch);
-        Ok(fork::response(self.fork.config(), c.code, headers, body))
+        Ok(fork::response(self.fork.settings(), c.code, headers, body))
     }
 
     /// Streams the body into `dir/input.<ext>` within the read deadline and size limit, and

@@ -1,4 +1,9 @@
-//! One room per mode, all with the same shape: `handle(request, ctx) -> response`.
+//! One room per mode, all with the same lifecycle: [`Function::start`] (spawn what the
+//! mode needs and say when it is ready), [`Function::ready`] (what `/_/ready` adds),
+//! [`Function::handle`] (one request), [`Function::exited`] (a long-lived process ended on
+//! its own), [`Function::signal`] (a stray signal) and [`Function::shutdown`] (after the
+//! drain, stop the mode's processes with the process-group grace). The match on the mode
+//! lives here and nowhere else: the server and `run` only see a `Function`.
 
 pub mod file;
 pub mod fork;
@@ -8,12 +13,15 @@ pub mod static_files;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::http::{Request, Response};
+use ::http::{Request, Response, StatusCode};
+use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
 use crate::body::{Body, ReqBody};
-use crate::config::{Config, ConfigError, Mode};
+use crate::config::{Config, ConfigError, Mode, ModeConfig};
 use crate::error::Error;
+use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::process::LogOptions;
 
 /// Per-request facts every mode needs, settled by admission before the function runs.
@@ -34,8 +42,6 @@ pub struct Ctx {
     /// The client's IP address as a header value, for `X-Forwarded-For` (made once per
     /// connection).
     pub peer_ip: Option<::http::HeaderValue>,
-    /// Where timeouts found after the response started are counted.
-    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Ctx {
@@ -45,7 +51,18 @@ impl Ctx {
     }
 }
 
-/// The configured mode's request handler.
+/// What every mode is built with besides the configuration.
+#[derive(Clone)]
+pub struct Shared {
+    /// Readiness, draining and in-flight state; a mode says when it is ready.
+    pub health: Health,
+    /// How function output is forwarded to the log.
+    pub log: LogOptions,
+    /// Where a mode counts what only it can see (a timeout after the response started).
+    pub metrics: Arc<Metrics>,
+}
+
+/// The configured mode.
 pub enum Function {
     /// `streaming` and `serializing`.
     Fork(fork::Fork),
@@ -58,18 +75,40 @@ pub enum Function {
 }
 
 impl Function {
-    /// Builds the handler for `config.mode`.
-    pub fn new(
-        config: Arc<Config>,
-        health: &crate::health::Health,
-        log: LogOptions,
-    ) -> Result<Function, ConfigError> {
-        Ok(match config.mode {
-            Mode::Streaming | Mode::Serializing => Function::Fork(fork::Fork::new(config, log)),
-            Mode::File => Function::File(file::FileMode::new(config, log)?),
-            Mode::Static => Function::Static(static_files::StaticFiles::new(&config)?),
-            Mode::Http => Function::Proxy(Box::new(http::Proxy::new(config, health.clone(), log))),
+    /// Builds the mode for `config.mode`; nothing is started yet.
+    pub fn new(config: Arc<Config>, shared: &Shared) -> Result<Function, ConfigError> {
+        Ok(match (&config.function, config.mode) {
+            (ModeConfig::Fork(f), Mode::File) => {
+                Function::File(file::FileMode::new(config.clone(), f.clone(), shared)?)
+            }
+            (ModeConfig::Fork(f), _) => {
+                Function::Fork(fork::Fork::new(config.clone(), f.clone(), shared))
+            }
+            (ModeConfig::Http(h), _) => Function::Proxy(Box::new(http::Proxy::new(
+                config.clone(),
+                h.clone(),
+                shared,
+            ))),
+            (ModeConfig::Static(s), _) => Function::Static(static_files::StaticFiles::new(s)?),
         })
+    }
+
+    /// Starts what the mode needs. Modes that run a process per request (or none) are
+    /// ready at once; http mode starts its function and becomes ready when it answers.
+    pub fn start(&self, health: &Health) -> Result<(), ConfigError> {
+        match self {
+            Function::Proxy(p) => p.start(),
+            _ => health.set_ready().map_err(|e| health.lock_error(e)),
+        }
+    }
+
+    /// What `/_/ready` reports for the function itself, beyond the watchdog's own state:
+    /// http mode's `ready_path` answer, 200 elsewhere.
+    pub async fn ready(&self) -> StatusCode {
+        match self {
+            Function::Proxy(p) => p.ready_status().await,
+            _ => StatusCode::OK,
+        }
     }
 
     /// Handles one function request.
@@ -79,6 +118,33 @@ impl Function {
             Function::File(f) => f.handle(req, ctx).await,
             Function::Proxy(f) => f.handle(req, ctx).await,
             Function::Static(f) => f.handle(req).await,
+        }
+    }
+
+    /// Resolves, with how it ended, when the mode's long-lived process exits on its own;
+    /// never for modes without one.
+    pub async fn exited(&self) -> String {
+        match self {
+            Function::Proxy(p) => p.exited().await,
+            _ => std::future::pending().await,
+        }
+    }
+
+    /// A stray SIGHUP, SIGUSR1, SIGUSR2 or SIGQUIT: passed to a long-lived function's
+    /// process group (as tini and dumb-init do), otherwise logged and ignored: a process
+    /// that lives for one request has nothing to reload.
+    pub fn signal(&self, sig: Signal) {
+        match self {
+            Function::Proxy(p) => p.signal(sig),
+            _ => tracing::info!(signal = %sig, "ignored (no long-lived function to forward it to)"),
+        }
+    }
+
+    /// Stops the mode's processes once the drain is over: SIGTERM to the group, then
+    /// SIGKILL after the grace. Per-request processes are already gone by then.
+    pub async fn shutdown(&self) {
+        if let Function::Proxy(p) = self {
+            p.shutdown().await;
         }
     }
 }

@@ -23,7 +23,7 @@ use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::body::{self, Body, ReqBody};
-use crate::config::{Config, ConfigError};
+use crate::config::{ConfigError, StaticConfig};
 use crate::error::Error;
 
 /// Files up to this size are read whole in the same blocking call that opens them; larger
@@ -386,7 +386,7 @@ enum Outcome {
 
 impl StaticFiles {
     /// A server for `config.static_path`, which must be an existing folder.
-    pub fn new(config: &Config) -> Result<StaticFiles, ConfigError> {
+    pub fn new(config: &StaticConfig) -> Result<StaticFiles, ConfigError> {
         let path = &config.static_path;
         let root = std::fs::canonicalize(path)
             .map_err(|e| ConfigError::new("static_path", format!("{}: {e}", path.display())))?;
@@ -405,10 +405,10 @@ impl StaticFiles {
     pub async fn handle(&self, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
         let method = req.method().clone();
         if method != Method::GET && method != Method::HEAD {
-            let mut resp = body::text_response(StatusCode::METHOD_NOT_ALLOWED, "use GET or HEAD\n");
-            resp.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return Ok(resp);
+            return Err(Error::MethodNotAllowed {
+                allow: "GET, HEAD",
+                why: "use GET or HEAD",
+            });
         }
         let uri_path = req.uri().path();
         let (rel, url) = match target(uri_path) {

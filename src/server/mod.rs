@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -167,21 +167,26 @@ async fn route(
         "/_/health" | "/health/liveness" => false,
         _ => return call_function(app, req, peer_ip, track).await,
     };
-    if let Some(resp) = method_not_allowed(&req) {
-        return resp;
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Error::MethodNotAllowed {
+            allow: "GET, HEAD",
+            why: "use GET or HEAD",
+        }
+        .into_response();
     }
     probe(app, ready).await
 }
 
-/// `/_/health`: 200 while accepting work, 503 while draining or (http mode) before the
-/// upstream answers. `/_/ready` adds 429 at `max_inflight` and, with `ready_path`, the
-/// upstream's own answer, as of-watchdog gives it.
+/// `/_/health`: 200 while accepting work, 503 while draining or before the mode is ready.
+/// `/_/ready` adds 429 at `max_inflight` and what the mode reports (http mode's
+/// `ready_path` answer), as of-watchdog gives it.
 async fn probe(app: &App, ready: bool) -> Response<Body> {
     // One probe of the function per request: with `ready_path` it also opens the gate while
     // the function starts, so it comes before the health check.
-    let upstream = match &app.function {
-        Function::Proxy(proxy) if ready && !app.health.is_draining() => proxy.ready_status().await,
-        _ => StatusCode::OK,
+    let upstream = if ready && !app.health.is_draining() {
+        app.function.ready().await
+    } else {
+        StatusCode::OK
     };
     if app.health.status() != Status::Ok {
         return body::text_response(StatusCode::SERVICE_UNAVAILABLE, "not ready\n");
@@ -195,16 +200,6 @@ async fn probe(app: &App, ready: bool) -> Response<Body> {
         return resp;
     }
     body::text_response(StatusCode::OK, "OK\n")
-}
-
-fn method_not_allowed(req: &Request<Incoming>) -> Option<Response<Body>> {
-    if req.method() == Method::GET || req.method() == Method::HEAD {
-        return None;
-    }
-    let mut resp = body::text_response(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
-    resp.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-    Some(resp)
 }
 
 /// Admission (call id, request checks, authentication, in-flight slot), then the mode's
@@ -233,7 +228,6 @@ async fn call_function(
             call_id_value.as_ref(),
             received,
             peer_ip,
-            &app.metrics,
         )?;
         let body = app
             .auth

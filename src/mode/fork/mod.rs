@@ -19,7 +19,7 @@ use tokio::time::Sleep;
 
 use crate::body::{self, Body, ReqBody};
 use crate::cgi;
-use crate::config::{Config, Mode};
+use crate::config::{Argv, Config, ForkConfig, Mode};
 use crate::error::Error;
 use crate::mode::Ctx;
 use crate::process::{self, describe_exit, FunctionProcess, LogOptions};
@@ -32,7 +32,9 @@ use output::{
 /// The fork-per-request runner shared by `streaming`, `serializing` and `file`.
 pub struct Fork {
     config: Arc<Config>,
+    settings: ForkConfig,
     log: LogOptions,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A started function with its pipes.
@@ -55,13 +57,23 @@ pub struct Collected {
 
 impl Fork {
     /// A runner for `config`.
-    pub fn new(config: Arc<Config>, log: LogOptions) -> Fork {
-        Fork { config, log }
+    pub fn new(config: Arc<Config>, settings: ForkConfig, shared: &crate::mode::Shared) -> Fork {
+        Fork {
+            config,
+            settings,
+            log: shared.log,
+            metrics: shared.metrics.clone(),
+        }
     }
 
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The fork modes' own settings.
+    pub fn settings(&self) -> &ForkConfig {
+        &self.settings
     }
 
     /// Spawns the function for one request: CGI env, `extra_args` appended, `extra_env` set.
@@ -73,10 +85,10 @@ impl Fork {
         extra_env: &[(&str, &std::ffi::OsStr)],
         stdin: bool,
     ) -> Result<Started, Error> {
-        let argv = &self.config.fprocess;
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..]).args(extra_args);
-        if self.config.cgi_headers {
+        let argv = &self.settings.fprocess;
+        let mut cmd = Command::new(argv.program());
+        cmd.args(argv.args()).args(extra_args);
+        if self.settings.cgi_headers {
             cmd.envs(cgi::request_env(parts, &ctx.call_id));
         }
         for (k, v) in extra_env {
@@ -84,7 +96,7 @@ impl Fork {
         }
         cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() });
         let mut combined = None;
-        if self.config.combine_output {
+        if self.settings.combine_output {
             let (reader, writer) = std::io::pipe().map_err(spawn_error(argv))?;
             cmd.stdout(writer.try_clone().map_err(spawn_error(argv))?);
             cmd.stderr(writer);
@@ -168,7 +180,7 @@ impl Fork {
             match read {
                 Ok(0) => {
                     // The function closed stdout without (complete) output: its exit status decides.
-                    if self.config.cgi_response && !reader.buffered().is_empty() {
+                    if self.settings.cgi_response && !reader.buffered().is_empty() {
                         reader.abort();
                         return Err(Error::FunctionFailed(
                             "output ended inside the CGI header block".into(),
@@ -180,7 +192,7 @@ impl Fork {
                     };
                     reader.done();
                     return Ok(exit_response(
-                        &self.config,
+                        &self.settings,
                         status?,
                         Bytes::new(),
                         HeaderMap::new(),
@@ -188,7 +200,7 @@ impl Fork {
                     ));
                 }
                 Ok(_) => {
-                    if !self.config.cgi_response {
+                    if !self.settings.cgi_response {
                         break (StatusCode::OK, HeaderMap::new());
                     }
                     match cgi::parse_response_headers(reader.buffered()) {
@@ -230,7 +242,7 @@ impl Fork {
             if let Some(len) = length {
                 headers.insert(header::CONTENT_LENGTH, len);
             }
-            return Ok(response(&self.config, status, headers, body::full(body)));
+            return Ok(response(&self.settings, status, headers, body::full(body)));
         }
         // Streamed: the declared length is dropped and the watchdog frames the body (chunked),
         // so a wrong one can neither cut the body short nor run into the next response.
@@ -241,9 +253,14 @@ impl Fork {
             deadline,
             body_err,
             timeout: ctx.timeout(),
-            metrics: ctx.metrics.clone(),
+            metrics: self.metrics.clone(),
         };
-        Ok(response(&self.config, status, headers, body.boxed_unsync()))
+        Ok(response(
+            &self.settings,
+            status,
+            headers,
+            body.boxed_unsync(),
+        ))
     }
 
     async fn serializing(&self, req: Request<ReqBody>, ctx: &Ctx) -> Result<Response<Body>, Error> {
@@ -309,7 +326,7 @@ impl Fork {
             declared: None,
             body: out,
         };
-        if !self.config.cgi_response {
+        if !self.settings.cgi_response {
             return Ok(c);
         }
         match cgi::parse_response_headers(&c.body) {
@@ -347,7 +364,13 @@ impl Fork {
         if let Some(len) = length {
             c.headers.insert(header::CONTENT_LENGTH, len);
         }
-        Ok(exit_response(&self.config, status, body, c.headers, c.code))
+        Ok(exit_response(
+            &self.settings,
+            status,
+            body,
+            c.headers,
+            c.code,
+        ))
     }
 }
 
@@ -372,16 +395,16 @@ fn frame_body(
 /// Resource exhaustion while starting the function is the watchdog's state, not the
 /// function's fault: 503 (retry, elsewhere if need be), with a log line naming the error.
 /// Anything else (no such program, not executable) is the function's: 502.
-fn spawn_error(argv: &[String]) -> impl Fn(std::io::Error) -> Error + '_ {
+fn spawn_error(argv: &Argv) -> impl Fn(std::io::Error) -> Error + '_ {
     use nix::libc::{EAGAIN, EMFILE, ENFILE, ENOMEM};
     move |e| {
         let reason = match e.raw_os_error() {
             Some(EMFILE | ENFILE) => "cannot start the function: out of file descriptors",
             Some(EAGAIN) => "cannot start the function: out of processes",
             Some(ENOMEM) => "cannot start the function: out of memory",
-            _ => return Error::FunctionFailed(format!("cannot start {:?}: {e}", argv[0])),
+            _ => return Error::FunctionFailed(format!("cannot start {:?}: {e}", argv.program())),
         };
-        tracing::warn!(command = ?argv[0], error = %e, "{reason}");
+        tracing::warn!(command = ?argv.program(), error = %e, "{reason}");
         Error::Unavailable(reason)
     }
 }
@@ -389,7 +412,7 @@ fn spawn_error(argv: &[String]) -> impl Fn(std::io::Error) -> Error + '_ {
 /// The response to send: the function's status and headers, with the configured
 /// Content-Type when the function set none.
 pub fn response(
-    config: &Config,
+    config: &ForkConfig,
     code: StatusCode,
     mut headers: HeaderMap,
     body: Body,
@@ -408,7 +431,7 @@ pub fn response(
 /// 200 (or the CGI status) on success; 500 when the function exited non-zero, with its
 /// output as the body, or a line naming the exit status when it printed nothing.
 fn exit_response(
-    config: &Config,
+    config: &ForkConfig,
     status: ExitStatus,
     out: Bytes,
     mut headers: HeaderMap,

@@ -10,6 +10,7 @@
 mod headers;
 mod ready;
 mod stream;
+mod supervise;
 mod target;
 pub mod upstream;
 
@@ -17,7 +18,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -29,16 +30,15 @@ use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::process::Command;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::body::{Body, BoxError, ReqBody};
-use crate::config::{Config, Upstream};
+use crate::config::{Config, ConfigError, HttpConfig, Upstream};
 use crate::error::Error;
 use crate::health::Health;
-use crate::mode::Ctx;
-use crate::process::{self, describe_exit, FunctionProcess, LogOptions};
+use crate::metrics::Metrics;
+use crate::mode::{Ctx, Shared};
+use crate::process::LogOptions;
 use upstream::{Pool, Reply, SendError};
 
 use headers::{add_call_id, add_forwarded, request_host, strip_hop_by_hop, wants_upgrade};
@@ -48,35 +48,25 @@ use stream::{splice_upgraded, too_large, CappedBody, IdleBody};
 /// The reverse proxy to the function process.
 pub struct Proxy {
     config: Arc<Config>,
-    /// `config.upstream`, which http mode always has.
+    settings: HttpConfig,
+    /// `settings.upstream`, shared with the connector.
     upstream: Upstream,
     client: UpstreamClient,
     health: Health,
     exited: Arc<AtomicBool>,
     readiness: Arc<Readiness>,
     log: LogOptions,
-}
-
-/// The running function process, as seen by [`crate::run`].
-pub struct Supervisor {
-    /// Resolves with a description of the exit when the process ends on its own.
-    pub exited: oneshot::Receiver<String>,
-    /// Asks the supervisor to stop the process group (SIGTERM, grace, SIGKILL).
-    pub stop: oneshot::Sender<()>,
-    /// Finishes once the process is gone after a stop.
-    pub done: tokio::task::JoinHandle<()>,
-    /// The function's process group, where stray signals are forwarded.
-    pub pgid: i32,
+    metrics: Arc<crate::metrics::Metrics>,
+    /// The function process once started; taken by shutdown.
+    running: Mutex<Option<supervise::Running>>,
 }
 
 impl Proxy {
-    /// A proxy for `config.upstream`; nothing is started yet.
-    pub fn new(config: Arc<Config>, health: Health, log: LogOptions) -> Proxy {
-        let upstream = config
-            .upstream
-            .clone()
-            .expect("http mode has an upstream (checked in config)");
-        let client = if config.upstream_h2c {
+    /// A proxy for `settings.upstream`; nothing is started yet.
+    pub fn new(config: Arc<Config>, settings: HttpConfig, shared: &Shared) -> Proxy {
+        let health = shared.health.clone();
+        let upstream = settings.upstream.clone();
+        let client = if settings.upstream_h2c {
             UpstreamClient::H2(Box::new(
                 Client::builder(TokioExecutor::new())
                     .pool_idle_timeout(Duration::from_secs(90))
@@ -92,72 +82,82 @@ impl Proxy {
         let readiness = Arc::new(Readiness::new(
             client.clone(),
             upstream.clone(),
-            config.ready_path.clone(),
+            settings.ready_path.clone(),
             health.clone(),
             exited.clone(),
         ));
         Proxy {
             config,
+            settings,
             upstream,
             client,
             health,
             exited,
             readiness,
-            log,
+            log: shared.log,
+            metrics: shared.metrics.clone(),
+            running: Mutex::new(None),
         }
     }
 
     /// Starts the function process, its log forwarding, its supervision and the readiness
     /// poller that marks the watchdog ready once the upstream answers.
-    pub fn start(&self) -> io::Result<Supervisor> {
-        let argv = &self.config.fprocess;
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        process::die_with_the_watchdog(&mut cmd);
-        let mut proc = FunctionProcess::spawn(&mut cmd)?;
-        let pgid = proc.pgid();
-        tracing::info!(pid = pgid, fprocess = ?argv, "started function process");
-        if let Some(out) = proc.child().stdout.take() {
-            tokio::spawn(process::forward_lines(out, "stdout", self.log));
-        }
-        if let Some(err) = proc.child().stderr.take() {
-            tokio::spawn(process::forward_lines(err, "stderr", self.log));
-        }
-        let (exit_tx, exit_rx) = oneshot::channel();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let exited = self.exited.clone();
-        let done = tokio::spawn(async move {
-            tokio::select! {
-                status = proc.wait() => {
-                    exited.store(true, Ordering::Release);
-                    let how = match status {
-                        Ok(s) => describe_exit(&s),
-                        Err(e) => e.to_string(),
-                    };
-                    tracing::error!(exit = %how, "function process exited");
-                    let _ = exit_tx.send(how);
-                }
-                _ = stop_rx => {
-                    let status = proc.terminate_and_wait().await;
-                    exited.store(true, Ordering::Release);
-                    let how = status.map(|s| describe_exit(&s)).unwrap_or_default();
-                    tracing::info!(exit = %how, "function process stopped");
-                }
-            }
-        });
+    pub fn start(&self) -> Result<(), ConfigError> {
+        // Ready (and the lock file) come later, once the upstream answers; find out now
+        // whether the lock file can be written at all.
+        self.health
+            .check_lock_writable()
+            .map_err(|e| self.health.lock_error(e))?;
+        let argv = &self.settings.fprocess;
+        let running = supervise::spawn(argv, self.log, self.exited.clone()).map_err(|e| {
+            ConfigError::new(
+                "fprocess",
+                format!("cannot start {:?}: {e}", argv.program()),
+            )
+        })?;
+        *self.running.lock().unwrap_or_else(PoisonError::into_inner) = Some(running);
         tokio::spawn(self.readiness.clone().poll_until_ready());
         if let UpstreamClient::H1(pool) = &self.client {
             pool.spawn_janitor();
         }
-        Ok(Supervisor {
-            exited: exit_rx,
-            stop: stop_tx,
-            done,
-            pgid,
-        })
+        Ok(())
+    }
+
+    /// Resolves when the function process exits on its own (not when stopped).
+    pub async fn exited(&self) -> String {
+        let died = self.running().map(|r| r.died());
+        match died {
+            Some(died) => died.await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Passes a stray signal to the function's process group.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        match self.running() {
+            Some(r) => r.signal(sig),
+            None => tracing::info!(signal = %sig, "ignored (the function has not started)"),
+        }
+    }
+
+    /// Stops the function's process group (SIGTERM, grace, SIGKILL) and waits for it.
+    pub async fn shutdown(&self) {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(r) = running {
+            r.stop().await;
+        }
+    }
+
+    fn running(&self) -> Option<supervise::Handle> {
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(supervise::Running::handle)
     }
 
     /// `/_/ready` with `ready_path`: the upstream's own answer, from a probe made after
@@ -170,9 +170,7 @@ impl Proxy {
 
     /// Proxies one request.
     pub async fn handle(&self, req: Request<ReqBody>, ctx: &Ctx) -> Result<Response<Body>, Error> {
-        if let Some(refused) = target::refuse_method(req.method()) {
-            return Ok(refused);
-        }
+        target::refuse_method(req.method())?;
         let limit = self.config.max_body_size;
         if limit > 0 && req.body().size_hint().lower() > limit {
             return Err(Error::BodyTooLarge(limit));
@@ -257,7 +255,7 @@ impl Proxy {
                 // Connection-specific headers are forbidden in HTTP/2 (RFC 9113 8.2.2); there
                 // the unread body ends with its stream alone.
                 let close = resp.body().closes_client() && parts.version < Version::HTTP_2;
-                let mut resp = to_client(resp, ctx);
+                let mut resp = to_client(resp, ctx, &self.metrics);
                 if close {
                     resp.headers_mut()
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -300,7 +298,7 @@ impl Proxy {
                 Some(limit) => Error::BodyTooLarge(limit),
                 None => self.upstream_failed(error_chain(&e)),
             })?;
-        Ok(to_client(resp, ctx))
+        Ok(to_client(resp, ctx, &self.metrics))
     }
 
     fn upstream_failed(&self, why: String) -> Error {
@@ -328,7 +326,7 @@ impl Proxy {
         body: ReqBody,
         ctx: &Ctx,
     ) -> Result<ReqBody, Error> {
-        if !self.config.buffer_http {
+        if !self.settings.buffer_http {
             return Ok(body);
         }
         let bytes =
@@ -352,7 +350,7 @@ async fn within<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Outpu
 
 /// The upstream's response as the client gets it: hop-by-hop headers gone, and the body
 /// bounded by `exec_timeout` as an idle limit.
-fn to_client<B>(resp: Response<B>, ctx: &Ctx) -> Response<Body>
+fn to_client<B>(resp: Response<B>, ctx: &Ctx, metrics: &Arc<Metrics>) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
@@ -360,7 +358,7 @@ where
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     let body = match ctx.exec_timeout {
-        Some(idle) => IdleBody::new(body, idle, ctx.metrics.clone()).boxed_unsync(),
+        Some(idle) => IdleBody::new(body, idle, metrics.clone()).boxed_unsync(),
         None => body.map_err(Into::into).boxed_unsync(),
     };
     Response::from_parts(parts, body)

@@ -2,29 +2,23 @@
 
 use std::borrow::Cow;
 
-use http::header::HeaderValue;
-use http::{Method, Response, StatusCode};
+use http::Method;
 
-use crate::body::Body;
-use crate::error::{Error, INTERNAL_HEADER};
+use crate::error::Error;
 
 /// What the proxy forwards: every method but CONNECT.
 const ALLOW: &str = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE";
 
 /// The answer to a method the proxy cannot forward: CONNECT asks for a tunnel to another
 /// host, which the function is not (forwarded, it arrived as `CONNECT /`).
-pub(super) fn refuse_method(method: &Method) -> Option<Response<Body>> {
+pub(super) fn refuse_method(method: &Method) -> Result<(), Error> {
     if method != Method::CONNECT {
-        return None;
+        return Ok(());
     }
-    let mut resp = crate::body::text_response(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method not allowed: CONNECT (the watchdog is not a forward proxy)\n",
-    );
-    let h = resp.headers_mut();
-    h.insert(http::header::ALLOW, HeaderValue::from_static(ALLOW));
-    h.insert(INTERNAL_HEADER, HeaderValue::from_static("fwatchdog"));
-    Some(resp)
+    Err(Error::MethodNotAllowed {
+        allow: ALLOW,
+        why: "CONNECT (the watchdog is not a forward proxy)",
+    })
 }
 
 /// `pq` with its path's dot segments removed (RFC 3986 5.2.4, a segment that is `.` or `..`
