@@ -10,6 +10,12 @@
 //! file, the whole read happen there together. Larger files stream in chunks, so memory
 //! stays flat whatever their size.
 
+mod conditional;
+#[cfg(test)]
+mod tests;
+
+use conditional::{etag, Conditions, Span};
+
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
@@ -20,7 +26,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::body::{self, Body, ReqBody};
 use crate::config::{ConfigError, StaticConfig};
@@ -209,158 +215,6 @@ fn find(root: &Path, rel: &Path, trailing_slash: bool) -> Found {
     Found::File(opened)
 }
 
-/// Which part of the file a request gets.
-#[derive(Debug, PartialEq, Eq)]
-enum Span {
-    /// All of it (no Range, an ignored one, or a multi-range request).
-    Full,
-    /// Bytes `start..=end`.
-    Part(u64, u64),
-    /// No byte of the file matches: 416.
-    Unsatisfiable,
-}
-
-/// Parses a `Range` header for a file of `len` bytes. A single `bytes=a-b`, `a-` or `-n` is
-/// honoured; a syntactically invalid range is ignored as RFC 9110 asks, and several ranges
-/// get the whole file (allowed, and spares a multipart body).
-fn parse_range(value: &str, len: u64) -> Span {
-    let value = value.trim();
-    let Some(spec) = value
-        .get(..6)
-        .filter(|u| u.eq_ignore_ascii_case("bytes="))
-        .map(|_| value[6..].trim())
-    else {
-        return Span::Full;
-    };
-    if spec.contains(',') {
-        return Span::Full;
-    }
-    let Some((a, b)) = spec.split_once('-') else {
-        return Span::Full;
-    };
-    let (a, b) = (a.trim(), b.trim());
-    let num = |s: &str| {
-        if !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()) {
-            s.parse::<u64>().ok()
-        } else {
-            None
-        }
-    };
-    if a.is_empty() {
-        return match num(b) {
-            None => Span::Full,
-            Some(0) => Span::Unsatisfiable,
-            Some(_) if len == 0 => Span::Unsatisfiable,
-            Some(n) => Span::Part(len.saturating_sub(n), len - 1),
-        };
-    }
-    let Some(start) = num(a) else {
-        return Span::Full;
-    };
-    let end = if b.is_empty() {
-        None
-    } else {
-        match num(b) {
-            Some(e) if e >= start => Some(e),
-            _ => return Span::Full,
-        }
-    };
-    if start >= len {
-        return Span::Unsatisfiable;
-    }
-    Span::Part(start, end.map_or(len - 1, |e| e.min(len - 1)))
-}
-
-/// A strong validator from size and modification time, as nginx makes them: it changes
-/// whenever either does, and needs no read of the file.
-fn etag(len: u64, mtime: SystemTime) -> String {
-    let since = mtime.duration_since(UNIX_EPOCH).unwrap_or_default();
-    format!(
-        "\"{:x}-{:x}-{:x}\"",
-        since.as_secs(),
-        since.subsec_nanos(),
-        len
-    )
-}
-
-/// HTTP dates have whole seconds; comparisons drop the rest.
-fn whole_seconds(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Weak comparison of an `If-None-Match` list with our tag (RFC 9110 13.1.2).
-fn none_match(header: &str, tag: &str) -> bool {
-    let ours = tag.trim_start_matches("W/");
-    header
-        .split(',')
-        .map(str::trim)
-        .any(|t| t == "*" || t.trim_start_matches("W/") == ours)
-}
-
-/// The request headers that decide between 200, 206, 304 and 416, taken out of the request
-/// once (most requests carry none, so this allocates nothing for them).
-#[derive(Debug, Default)]
-struct Conditions {
-    if_none_match: Option<String>,
-    if_modified_since: Option<SystemTime>,
-    if_range: Option<String>,
-    /// Only for GET: RFC 9110 has servers ignore Range on other methods.
-    range: Option<String>,
-}
-
-impl Conditions {
-    fn of(headers: &HeaderMap, method: &Method) -> Conditions {
-        let text = |name| {
-            headers
-                .get(name)
-                .and_then(|v: &HeaderValue| v.to_str().ok())
-                .map(|v| v.trim().to_owned())
-        };
-        Conditions {
-            if_none_match: text(header::IF_NONE_MATCH),
-            if_modified_since: text(header::IF_MODIFIED_SINCE)
-                .and_then(|v| httpdate::parse_http_date(&v).ok()),
-            if_range: text(header::IF_RANGE),
-            range: (*method == Method::GET)
-                .then(|| text(header::RANGE))
-                .flatten(),
-        }
-    }
-
-    /// True when the client's copy is current (answer 304).
-    fn not_modified(&self, tag: &str, mtime: SystemTime) -> bool {
-        match (&self.if_none_match, self.if_modified_since) {
-            // If-None-Match wins over If-Modified-Since when both are present.
-            (Some(inm), _) => none_match(inm, tag),
-            (None, Some(since)) => whole_seconds(mtime) <= whole_seconds(since),
-            (None, None) => false,
-        }
-    }
-
-    /// The part of a `len`-byte file to send. `If-Range` lets the range apply only if the
-    /// client's validator still matches (strongly, for a tag; exactly, for a date);
-    /// otherwise the whole file is sent.
-    fn span(&self, tag: &str, mtime: SystemTime, len: u64) -> Span {
-        let Some(range) = &self.range else {
-            return Span::Full;
-        };
-        let applies = match self.if_range.as_deref() {
-            None => true,
-            Some(v) if v.starts_with('"') || v.starts_with("W/") => v == tag,
-            Some(v) => {
-                httpdate::parse_http_date(v).is_ok_and(|d| whole_seconds(d) == whole_seconds(mtime))
-            }
-        };
-        if applies {
-            parse_range(range, len)
-        } else {
-            Span::Full
-        }
-    }
-}
-
 fn not_found() -> Response<Body> {
     body::text_response(StatusCode::NOT_FOUND, "not found\n")
 }
@@ -540,103 +394,4 @@ fn respond(method: &Method, cond: &Conditions, prepared: Prepared, span: Span) -
         None => body::FileBody::boxed(opened.file, count, CHUNK),
     };
     resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn targets() {
-        assert_eq!(
-            target("/a/b.txt"),
-            Target::Path(PathBuf::from("a/b.txt"), "/a/b.txt".into())
-        );
-        assert_eq!(target("/"), Target::Path(PathBuf::new(), String::new()));
-        assert_eq!(
-            target("//a/./b"),
-            Target::Path(PathBuf::from("a/b"), "/a/b".into())
-        );
-        assert_eq!(
-            target("/sp%20ace"),
-            Target::Path(PathBuf::from("sp ace"), "/sp%20ace".into())
-        );
-        for bad in [
-            "/../etc/passwd",
-            "/a/../../x",
-            "/%2e%2e/etc/passwd",
-            "/%2E%2E/x",
-            "/a%2f..%2f..%2fetc",
-            "/a%00b",
-            "*",
-            "etc/passwd",
-        ] {
-            assert_eq!(target(bad), Target::Refused, "{bad}");
-        }
-        assert_eq!(target("/%zz"), Target::Malformed);
-        assert_eq!(target("/%4"), Target::Malformed);
-    }
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-9", 100), Span::Part(0, 9));
-        assert_eq!(parse_range("bytes=90-", 100), Span::Part(90, 99));
-        assert_eq!(parse_range("bytes=-10", 100), Span::Part(90, 99));
-        assert_eq!(parse_range("bytes=-200", 100), Span::Part(0, 99));
-        assert_eq!(parse_range("bytes=50-500", 100), Span::Part(50, 99));
-        assert_eq!(parse_range("bytes=100-", 100), Span::Unsatisfiable);
-        assert_eq!(parse_range("bytes=-0", 100), Span::Unsatisfiable);
-        assert_eq!(parse_range("bytes=0-", 0), Span::Unsatisfiable);
-        assert_eq!(parse_range("bytes=9-3", 100), Span::Full);
-        assert_eq!(parse_range("bytes=0-1,5-6", 100), Span::Full);
-        assert_eq!(parse_range("items=0-1", 100), Span::Full);
-        assert_eq!(parse_range("bytes=x-1", 100), Span::Full);
-        assert_eq!(parse_range("bytes=+1-2", 100), Span::Full);
-    }
-
-    #[test]
-    fn types() {
-        assert_eq!(
-            content_type(Path::new("a/INDEX.HTML")),
-            "text/html; charset=utf-8"
-        );
-        assert_eq!(content_type(Path::new("x.wasm")), "application/wasm");
-        assert_eq!(content_type(Path::new("x.js.map")), "application/json");
-        assert_eq!(content_type(Path::new("noext")), "application/octet-stream");
-    }
-
-    #[test]
-    fn validators() {
-        let t = "\"1-2-3\"";
-        let now = SystemTime::now();
-        let cond = |pairs: &[(header::HeaderName, &str)]| {
-            let mut h = HeaderMap::new();
-            for (k, v) in pairs {
-                h.insert(k.clone(), header_value(v));
-            }
-            Conditions::of(&h, &Method::GET)
-        };
-        assert!(!cond(&[]).not_modified(t, now));
-        assert!(cond(&[(header::IF_NONE_MATCH, "\"x\", W/\"1-2-3\"")]).not_modified(t, now));
-        let later = httpdate::fmt_http_date(now + Duration::from_secs(5));
-        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(5));
-        assert!(cond(&[(header::IF_MODIFIED_SINCE, &later)]).not_modified(t, now));
-        assert!(!cond(&[(header::IF_MODIFIED_SINCE, &earlier)]).not_modified(t, now));
-        let r = |extra: &[(header::HeaderName, &str)]| {
-            let mut pairs = vec![(header::RANGE, "bytes=0-1")];
-            pairs.extend_from_slice(extra);
-            cond(&pairs).span(t, now, 10)
-        };
-        assert_eq!(r(&[]), Span::Part(0, 1));
-        assert_eq!(r(&[(header::IF_RANGE, t)]), Span::Part(0, 1));
-        assert_eq!(r(&[(header::IF_RANGE, "\"old\"")]), Span::Full);
-        assert_eq!(r(&[(header::IF_RANGE, &earlier)]), Span::Full);
-        let mut h = HeaderMap::new();
-        h.insert(header::RANGE, header_value("bytes=0-1"));
-        assert_eq!(
-            Conditions::of(&h, &Method::HEAD).span(t, now, 10),
-            Span::Full
-        );
-    }
 }

@@ -11,24 +11,26 @@
 //! by a crashed watchdog and is removed at start; the lock (not a pid, which a restarted
 //! container reuses) tells a dead run from a live watchdog sharing the same `$TMPDIR`.
 
+mod scratch;
+
+use scratch::{sweep_dead_runs, RunDir, ScratchDir};
+
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, BufReader, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response};
-use nix::fcntl::{Flock, FlockArg};
 
 use crate::body::{Body, FileBody, Guarded, ReqBody};
 use crate::config::{Config, ConfigError};
 use crate::error::Error;
 use crate::mode::fork::{self, Fork};
 use crate::mode::Ctx;
-use crate::process::KILL_GRACE;
 
 /// Name prefix of the run folders under `$TMPDIR`; anything so named and unlocked is
 /// removed at start.
@@ -233,231 +235,6 @@ impl InputKind {
     }
 }
 
-/// This watchdog's run folder, locked for its lifetime and removed when it stops.
-struct RunDir {
-    path: PathBuf,
-    // Held, never read: the lock is what marks the folder as alive.
-    _lock: Flock<File>,
-}
-
-impl RunDir {
-    fn create(tmpdir: &Path) -> io::Result<RunDir> {
-        let pid = std::process::id();
-        let mut attempt = 0u32;
-        loop {
-            let nanos = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .subsec_nanos();
-            let tag = format!("{pid}-{nanos:08x}{attempt}");
-            let fresh = tmpdir.join(format!("{NEW_DIR_PREFIX}{tag}"));
-            match DirBuilder::new().mode(0o700).create(&fresh) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 100 => {
-                    attempt += 1;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
-            let locked = open_dir(&fresh).and_then(|f| {
-                Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e.into())
-            });
-            let lock = match locked {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = std::fs::remove_dir(&fresh);
-                    return Err(e);
-                }
-            };
-            let path = tmpdir.join(format!("{RUN_DIR_PREFIX}{tag}"));
-            // The lock belongs to the open folder, so it survives the rename.
-            if let Err(e) = std::fs::rename(&fresh, &path) {
-                let _ = std::fs::remove_dir(&fresh);
-                return Err(e);
-            }
-            return Ok(RunDir { path, _lock: lock });
-        }
-    }
-}
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        // Requests still running at shutdown lose their folders here at the latest. The
-        // janitor may be removing a sub-folder at the same moment: a second pass covers it.
-        if remove_tree(&self.path).is_err() {
-            if let Err(e) = remove_tree(&self.path) {
-                tracing::warn!(dir = %self.path.display(), error = %e, "cannot remove scratch folder");
-            }
-        }
-    }
-}
-
-/// Opens a folder for locking, refusing to follow a symlink planted under the name.
-fn open_dir(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
-        .open(path)
-}
-
-/// Removes run folders whose watchdog is gone: their lock can be taken. A folder that stays
-/// locked belongs to a live watchdog sharing this `$TMPDIR` and is left alone. Failures are
-/// logged, not fatal: a leftover folder costs disk, not correctness.
-fn sweep_dead_runs(tmpdir: &Path) {
-    let Ok(entries) = std::fs::read_dir(tmpdir) else {
-        return;
-    };
-    let uid = nix::unistd::geteuid().as_raw();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let renamed = name.starts_with(RUN_DIR_PREFIX);
-        if !renamed && !name.starts_with(NEW_DIR_PREFIX) {
-            continue;
-        }
-        // DirEntry metadata does not follow symlinks: only real folders of ours are touched.
-        let Ok(meta) = entry.metadata() else { continue };
-        if !meta.is_dir() || meta.uid() != uid {
-            continue;
-        }
-        if !renamed {
-            let age = meta.modified().ok().and_then(|m| m.elapsed().ok());
-            if age.is_none_or(|a| a < NEW_DIR_STALE) {
-                continue;
-            }
-        }
-        let path = entry.path();
-        let Ok(dir) = open_dir(&path) else { continue };
-        let Ok(_lock) = Flock::lock(dir, FlockArg::LockExclusiveNonblock) else {
-            continue;
-        };
-        match std::fs::remove_dir_all(&path) {
-            Ok(()) => {
-                tracing::info!(dir = %path.display(), "removed scratch folder left by an earlier run")
-            }
-            Err(e) => {
-                tracing::warn!(dir = %path.display(), error = %e, "cannot remove scratch folder left by an earlier run")
-            }
-        }
-    }
-}
-
-/// Owns one request's folder: dropping it removes the folder, on the [`janitor`] thread
-/// (unlinking a large file, or a folder on a journalling filesystem, can take milliseconds
-/// the request should not wait for).
-struct ScratchDir {
-    path: Option<PathBuf>,
-    input: &'static str,
-}
-
-impl ScratchDir {
-    fn new(path: PathBuf, input: &'static str) -> ScratchDir {
-        ScratchDir {
-            path: Some(path),
-            input,
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.path.as_deref().expect("present until drop")
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let Some(path) = self.path.take() else { return };
-        let unsent = match janitor() {
-            Some(tx) => tx.send((path, self.input)).err().map(|e| e.0 .0),
-            None => Some(path),
-        };
-        if let Some(path) = unsent {
-            let _ = std::fs::remove_dir_all(path);
-        }
-    }
-}
-
-/// The queue of the thread that removes request folders. One long-lived thread rather than
-/// a blocking-pool task per request: under load it is busy and a send wakes nobody, where
-/// each pool task costs two thread hand-offs. Paths still queued when the process exits are
-/// covered by [`RunDir`]'s removal (or, after a crash, the next start's sweep).
-fn janitor() -> Option<&'static mpsc::Sender<(PathBuf, &'static str)>> {
-    static TX: OnceLock<Option<mpsc::Sender<(PathBuf, &'static str)>>> = OnceLock::new();
-    TX.get_or_init(|| {
-        let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("fwatchdog-janitor".into())
-            .spawn(move || janitor_loop(rx))
-            .ok()
-            .map(|_| tx)
-    })
-    .as_ref()
-}
-
-/// Removes queued folders. One that resists (a stopped command's process group may still be
-/// creating files in it until SIGKILL, [`KILL_GRACE`] after SIGTERM) is retried every 50 ms
-/// for a while, without holding up the rest of the queue.
-fn janitor_loop(rx: mpsc::Receiver<(PathBuf, &'static str)>) {
-    const RETRY_EVERY: Duration = Duration::from_millis(50);
-    let mut stubborn: Vec<(PathBuf, Instant)> = Vec::new();
-    let mut last_retry = Instant::now();
-    loop {
-        let next = if stubborn.is_empty() {
-            match rx.recv() {
-                Ok(p) => Some(p),
-                Err(_) => return,
-            }
-        } else {
-            match rx.recv_timeout(RETRY_EVERY) {
-                Ok(p) => Some(p),
-                Err(mpsc::RecvTimeoutError::Timeout) => None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            }
-        };
-        if let Some((path, input)) = next {
-            if remove_request_dir(&path, input).is_err() {
-                stubborn.push((path, Instant::now() + KILL_GRACE + Duration::from_secs(1)));
-            }
-        }
-        if stubborn.is_empty() || last_retry.elapsed() < RETRY_EVERY {
-            continue;
-        }
-        last_retry = Instant::now();
-        stubborn.retain(|(path, give_up)| match remove_tree(path) {
-            Ok(()) => false,
-            Err(e) if Instant::now() >= *give_up => {
-                tracing::warn!(dir = %path.display(), error = %e, "cannot remove request scratch folder");
-                false
-            }
-            Err(_) => true,
-        });
-    }
-}
-
-/// Removes a request folder the quick way when it holds only what the watchdog and the
-/// command were told about (three calls, where `remove_dir_all` needs about seven), else the
-/// thorough way.
-fn remove_request_dir(dir: &Path, input: &str) -> io::Result<()> {
-    for name in [input, "output"] {
-        if let Err(e) = std::fs::remove_file(dir.join(name)) {
-            if e.kind() != io::ErrorKind::NotFound {
-                return remove_tree(dir);
-            }
-        }
-    }
-    match std::fs::remove_dir(dir) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => remove_tree(dir),
-        _ => Ok(()),
-    }
-}
-
-/// `remove_dir_all` where a folder already gone counts as removed.
-fn remove_tree(path: &Path) -> io::Result<()> {
-    match std::fs::remove_dir_all(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
 /// A request's input while it is being written. It travels into each blocking call and
 /// back, so that if the request is cancelled mid-write the folder guard is dropped only
 /// after the blocking call finished creating things in it.
@@ -591,38 +368,4 @@ fn open_output(path: &Path) -> Result<Option<(File, u64)>, Error> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::InputKind::{self, *};
-
-    #[test]
-    fn media_types() {
-        for (ct, want) in [
-            ("application/json", Json),
-            ("Application/JSON; charset=utf-8", Json),
-            (" application/json ;charset=\"utf-8\"", Json),
-            ("application/vnd.api+json", Json),
-            ("application/ld+JSON; profile=x", Json),
-            ("text/plain", Text),
-            ("TEXT/csv; charset=latin1", Text),
-            ("text/html", Text),
-            ("application/octet-stream", Binary),
-            ("image/png", Binary),
-            ("application/jsonx", Binary),
-            ("json", Binary),
-            ("text/", Binary),
-            ("/json", Binary),
-            ("", Binary),
-            (
-                "multipart/form-data; boundary=\"a;application/json\"",
-                Binary,
-            ),
-        ] {
-            assert_eq!(InputKind::from_media_type(ct), want, "{ct:?}");
-        }
-    }
-
-    #[test]
-    fn no_content_type_is_binary() {
-        assert_eq!(InputKind::of(&http::HeaderMap::new()), Binary);
-    }
-}
+mod tests;
