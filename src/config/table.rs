@@ -214,7 +214,7 @@ pub const CONTENT_TYPE: Setting = Setting {
     name: "content_type",
     aliases: &[],
     default: "application/octet-stream",
-    help: "fork modes: response Content-Type",
+    help: "fork and file modes: response Content-Type when the function sets none",
     applies: FORK,
 };
 
@@ -241,7 +241,7 @@ pub const COMBINE_OUTPUT: Setting = Setting {
     name: "combine_output",
     aliases: &[],
     default: "false",
-    help: "fork modes: stderr goes into the response too",
+    help: "fork and file modes: stderr goes into the response too",
     applies: FORK,
 };
 

@@ -10,8 +10,8 @@ use crate::mode::Ctx;
 const X_CALL_ID: HeaderName = HeaderName::from_static("x-call-id");
 
 /// Gives the upstream exactly the call id the access log and the client see: the client's
-/// own (its first non-empty one) or the one made for this request. Whatever else the
-/// client sent as `X-Call-Id` (an empty one, a second one) is replaced.
+/// own (its first `X-Call-Id`, when that is not empty) or the one made for this request.
+/// Whatever else the client sent as `X-Call-Id` (an empty one, a second one) is replaced.
 pub(super) fn add_call_id(headers: &mut HeaderMap, ctx: &Ctx) {
     if let Some(v) = &ctx.call_id_value {
         headers.insert(X_CALL_ID, v.clone());
