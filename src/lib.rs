@@ -265,6 +265,10 @@ fn log_start(config: &Config, port: u16, metrics_port: u16) {
             }),
             _ => None,
         },
+        workers = match &config.function {
+            ModeConfig::Worker(w) => Some(w.workers),
+            _ => None,
+        },
         static_path = match &config.function {
             ModeConfig::Static(s) => Some(s.static_path.display().to_string()),
             _ => None,

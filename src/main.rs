@@ -125,7 +125,9 @@ fn main() -> ExitCode {
     // thread saves the cross-thread wake-ups that dominate its latency. Fork modes keep a
     // thread per core: spawning a process briefly blocks the thread that does it.
     let mut builder = match config.mode {
-        Mode::Http | Mode::Static => tokio::runtime::Builder::new_current_thread(),
+        // Worker mode too: its workers do the work, and die_with_the_watchdog ties each to the
+        // thread that spawned it, which must live as long as the watchdog.
+        Mode::Http | Mode::Static | Mode::Worker => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
     // Log lines wait for the moment the thread would sleep (see `logbuf`), and with

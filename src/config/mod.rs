@@ -97,6 +97,8 @@ pub enum Mode {
     File,
     /// Serve files from `static_path`.
     Static,
+    /// A pool of long-lived processes speaking the worker protocol over pipes.
+    Worker,
 }
 
 impl Mode {
@@ -108,6 +110,7 @@ impl Mode {
             Mode::Http => "http",
             Mode::File => "file",
             Mode::Static => "static",
+            Mode::Worker => "worker",
         }
     }
 
@@ -118,6 +121,7 @@ impl Mode {
             "http" => Mode::Http,
             "file" => Mode::File,
             "static" => Mode::Static,
+            "worker" => Mode::Worker,
             _ => return None,
         })
     }
@@ -151,7 +155,7 @@ pub enum Upstream {
     Unix(PathBuf),
 }
 
-pub use modes::{Argv, ForkConfig, HttpConfig, ModeConfig, StaticConfig};
+pub use modes::{Argv, ForkConfig, HttpConfig, ModeConfig, StaticConfig, WorkerConfig};
 pub use parse::{parse_bool, parse_duration, MAX_DURATION};
 pub use table::{help_text, Setting, SETTINGS};
 
@@ -230,6 +234,15 @@ pub fn auto_max_connections() -> usize {
         .clamp(16, 10_000)
 }
 
+/// Most workers `workers` may ask for.
+pub const MAX_WORKERS: usize = 1024;
+
+/// `workers=auto`: one per CPU the watchdog may use (affinity and cgroup quota counted,
+/// as `busy_poll=auto` counts them).
+pub fn auto_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Bodies held in memory are capped at this when `max_body_size` is 0.
 pub const DEFAULT_BUFFERED_BODY_LIMIT: u64 = 64 * 1024 * 1024;
 
@@ -292,6 +305,18 @@ impl Config {
             }
             Mode::Static => ModeConfig::Static(StaticConfig {
                 static_path: PathBuf::from(r.string(&t::STATIC_PATH).unwrap_or_default()),
+            }),
+            Mode::Worker => ModeConfig::Worker(WorkerConfig {
+                fprocess: read_fprocess(&r, command)?,
+                workers: r.number_or_auto(
+                    &t::WORKERS,
+                    auto_workers,
+                    |n: &usize| (1..=MAX_WORKERS).contains(n),
+                    "a number from 1 to 1024",
+                )?,
+                worker_max_requests: r.number(&t::WORKER_MAX_REQUESTS)?,
+                content_type: r.string(&t::CONTENT_TYPE).unwrap_or_default(),
+                cgi_headers: r.bool(&t::CGI_HEADERS)?,
             }),
         };
         let ignored = SETTINGS
@@ -461,7 +486,9 @@ impl Reader<'_> {
     fn required_mode(&self) -> Result<Mode, ConfigError> {
         self.required(&t::MODE, |v| {
             Mode::parse(v).ok_or_else(|| {
-                format!("unknown mode {v:?} (use streaming, serializing, http, file or static)")
+                format!(
+                    "unknown mode {v:?} (use streaming, serializing, http, file, static or worker)"
+                )
             })
         })
     }

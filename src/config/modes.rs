@@ -77,6 +77,21 @@ pub struct StaticConfig {
     pub static_path: PathBuf,
 }
 
+/// worker mode's settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The worker command, started `workers` times.
+    pub fprocess: Argv,
+    /// How many workers run at once.
+    pub workers: usize,
+    /// Requests a worker serves before it is replaced (0 = no limit).
+    pub worker_max_requests: u64,
+    /// Response Content-Type when the worker sets none.
+    pub content_type: String,
+    /// Pass request metadata (the `Http_*` variables) in the request head.
+    pub cgi_headers: bool,
+}
+
 /// The chosen mode's own settings.
 #[derive(Debug, Clone)]
 pub enum ModeConfig {
@@ -86,6 +101,8 @@ pub enum ModeConfig {
     Http(HttpConfig),
     /// `static`.
     Static(StaticConfig),
+    /// `worker`.
+    Worker(WorkerConfig),
 }
 
 impl ModeConfig {
@@ -94,6 +111,7 @@ impl ModeConfig {
         match self {
             ModeConfig::Fork(f) => Some(&f.fprocess),
             ModeConfig::Http(h) => Some(&h.fprocess),
+            ModeConfig::Worker(w) => Some(&w.fprocess),
             ModeConfig::Static(_) => None,
         }
     }

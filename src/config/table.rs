@@ -48,11 +48,21 @@ const ALL: &[Mode] = &[
     Mode::Http,
     Mode::File,
     Mode::Static,
+    Mode::Worker,
 ];
 /// Modes that run the function's command.
-const PROCESS: &[Mode] = &[Mode::Streaming, Mode::Serializing, Mode::Http, Mode::File];
+const PROCESS: &[Mode] = &[
+    Mode::Streaming,
+    Mode::Serializing,
+    Mode::Http,
+    Mode::File,
+    Mode::Worker,
+];
 /// Modes that start a process per request and read its output.
 const FORK: &[Mode] = &[Mode::Streaming, Mode::Serializing, Mode::File];
+/// Modes whose function's answer gets `content_type` and the request's metadata.
+const FORK_OR_WORKER: &[Mode] = &[Mode::Streaming, Mode::Serializing, Mode::File, Mode::Worker];
+const WORKER: &[Mode] = &[Mode::Worker];
 const HTTP: &[Mode] = &[Mode::Http];
 const STATIC: &[Mode] = &[Mode::Static];
 
@@ -61,7 +71,7 @@ pub const MODE: Setting = Setting {
     name: "mode",
     aliases: &[],
     default: "streaming",
-    help: "streaming | serializing | http | file | static",
+    help: "streaming | serializing | http | file | static | worker",
     applies: ALL,
 };
 
@@ -214,8 +224,8 @@ pub const CONTENT_TYPE: Setting = Setting {
     name: "content_type",
     aliases: &[],
     default: "application/octet-stream",
-    help: "fork and file modes: response Content-Type when the function sets none",
-    applies: FORK,
+    help: "fork, file and worker modes: response Content-Type when the function sets none",
+    applies: FORK_OR_WORKER,
 };
 
 /// `cgi_headers`.
@@ -223,8 +233,8 @@ pub const CGI_HEADERS: Setting = Setting {
     name: "cgi_headers",
     aliases: &[],
     default: "true",
-    help: "fork and file modes: request metadata as Http_* env vars",
-    applies: FORK,
+    help: "fork, file and worker modes: request metadata as Http_* variables",
+    applies: FORK_OR_WORKER,
 };
 
 /// `cgi_response`.
@@ -371,6 +381,24 @@ pub const BUSY_POLL: Setting = Setting {
     applies: ALL,
 };
 
+/// `workers`.
+pub const WORKERS: Setting = Setting {
+    name: "workers",
+    aliases: &[],
+    default: "auto",
+    help: "worker mode: processes kept running (auto = one per CPU the watchdog may use)",
+    applies: WORKER,
+};
+
+/// `worker_max_requests`.
+pub const WORKER_MAX_REQUESTS: Setting = Setting {
+    name: "worker_max_requests",
+    aliases: &[],
+    default: "0",
+    help: "worker mode: replace a worker after this many requests (0 = never)",
+    applies: WORKER,
+};
+
 /// Every setting the watchdog reads, in `--help` order.
 pub const SETTINGS: &[&Setting] = &[
     &MODE,
@@ -408,6 +436,8 @@ pub const SETTINGS: &[&Setting] = &[
     &HMAC_BUFFER_LIMIT,
     &TMPDIR,
     &BUSY_POLL,
+    &WORKERS,
+    &WORKER_MAX_REQUESTS,
 ];
 
 /// `--help` text: every setting with its env name and default.

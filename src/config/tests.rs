@@ -189,6 +189,8 @@ const CASES: &[(&str, &str, Option<&str>)] = &[
     ("hmac_buffer_limit", "1048576", Some("lots")),
     ("TMPDIR", "/var/tmp", None),
     ("busy_poll", "50us", Some("5ms")),
+    ("workers", "3", Some("0")),
+    ("worker_max_requests", "100", Some("-1")),
 ];
 
 #[test]
@@ -211,6 +213,7 @@ fn every_setting_has_a_default_a_good_value_and_a_bad_value() {
             Mode::File,
             Mode::Static,
             Mode::Serializing,
+            Mode::Worker,
         ]
         .into_iter()
         .find(|m| setting.applies_to(*m))

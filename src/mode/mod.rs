@@ -9,6 +9,7 @@ pub mod file;
 pub mod fork;
 pub mod http;
 pub mod static_files;
+pub mod worker;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,6 +73,8 @@ pub enum Function {
     Proxy(Box<http::Proxy>),
     /// `static`.
     Static(static_files::StaticFiles),
+    /// `worker`.
+    Worker(worker::Workers),
 }
 
 impl Function {
@@ -90,6 +93,9 @@ impl Function {
                 shared,
             ))),
             (ModeConfig::Static(s), _) => Function::Static(static_files::StaticFiles::new(s)?),
+            (ModeConfig::Worker(w), _) => {
+                Function::Worker(worker::Workers::new(config.clone(), w.clone(), shared))
+            }
         })
     }
 
@@ -98,6 +104,7 @@ impl Function {
     pub fn start(&self, health: &Health) -> Result<(), ConfigError> {
         match self {
             Function::Proxy(p) => p.start(),
+            Function::Worker(w) => w.start(),
             _ => health.set_ready().map_err(|e| health.lock_error(e)),
         }
     }
@@ -107,6 +114,7 @@ impl Function {
     pub async fn ready(&self) -> StatusCode {
         match self {
             Function::Proxy(p) => p.ready_status().await,
+            Function::Worker(w) => w.ready(),
             _ => StatusCode::OK,
         }
     }
@@ -118,6 +126,7 @@ impl Function {
             Function::File(f) => f.handle(req, ctx).await,
             Function::Proxy(f) => f.handle(req, ctx).await,
             Function::Static(f) => f.handle(req).await,
+            Function::Worker(f) => f.handle(req, ctx).await,
         }
     }
 
@@ -131,11 +140,12 @@ impl Function {
     }
 
     /// A stray SIGHUP, SIGUSR1, SIGUSR2 or SIGQUIT: passed to a long-lived function's
-    /// process group (as tini and dumb-init do), otherwise logged and ignored: a process
+    /// process groups (as tini and dumb-init do), otherwise logged and ignored: a process
     /// that lives for one request has nothing to reload.
     pub fn signal(&self, sig: Signal) {
         match self {
             Function::Proxy(p) => p.signal(sig),
+            Function::Worker(w) => w.signal(sig),
             _ => tracing::info!(signal = %sig, "ignored (no long-lived function to forward it to)"),
         }
     }
@@ -143,8 +153,10 @@ impl Function {
     /// Stops the mode's processes once the drain is over: SIGTERM to the group, then
     /// SIGKILL after the grace. Per-request processes are already gone by then.
     pub async fn shutdown(&self) {
-        if let Function::Proxy(p) = self {
-            p.shutdown().await;
+        match self {
+            Function::Proxy(p) => p.shutdown().await,
+            Function::Worker(w) => w.shutdown().await,
+            _ => {}
         }
     }
 }

@@ -73,6 +73,23 @@ impl FunctionProcess {
         std::task::Poll::Ready(status)
     }
 
+    /// How the leader ended, if it has (reaping it): a long-lived process found dead while
+    /// it sat idle.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
+        self.reaped = true;
+        Some(status)
+    }
+
+    /// SIGKILL to the whole group at once (a process past its deadline, whose state is
+    /// unknown); the leader is reaped in the background.
+    pub fn kill(self) {
+        if self.pgid > 0 && !self.reaped {
+            let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
+        }
+        self.finish();
+    }
+
     /// Stops the whole group now: SIGTERM at once, SIGKILL after the grace, in the background.
     pub fn terminate(mut self) {
         self.stop_group();
