@@ -72,6 +72,9 @@ pub struct Metrics {
     in_flight: IntGauge,
     timeouts: IntCounter,
     restarts: IntCounter,
+    workers_started: IntCounter,
+    workers_busy: IntGauge,
+    worker_wait: prometheus::Histogram,
 }
 
 impl Metrics {
@@ -106,6 +109,25 @@ impl Metrics {
         )
         .expect("valid counter options");
 
+        let workers_started = IntCounter::new(
+            "fwatchdog_workers_started_total",
+            "Worker processes started (worker mode), the first ones included.",
+        )
+        .expect("valid counter options");
+        let workers_busy = IntGauge::new(
+            "fwatchdog_workers_busy",
+            "Worker processes handling a request now (worker mode).",
+        )
+        .expect("valid gauge options");
+        let worker_wait = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "fwatchdog_worker_queue_wait_seconds",
+                "Seconds a request waited for a free worker (worker mode).",
+            )
+            .buckets(DEFAULT_BUCKETS.to_vec()),
+        )
+        .expect("valid histogram options");
+
         let registry = Registry::new();
         // Registration fails only on a clash of names or descriptors, which would be a bug
         // in the constants above (the unit tests build this registry).
@@ -117,6 +139,9 @@ impl Metrics {
         register(Box::new(in_flight.clone()));
         register(Box::new(timeouts.clone()));
         register(Box::new(restarts.clone()));
+        register(Box::new(workers_started.clone()));
+        register(Box::new(workers_busy.clone()));
+        register(Box::new(worker_wait.clone()));
         register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ));
@@ -128,6 +153,9 @@ impl Metrics {
             in_flight,
             timeouts,
             restarts,
+            workers_started,
+            workers_busy,
+            worker_wait,
         })
     }
 
@@ -166,6 +194,28 @@ impl Metrics {
     pub fn restart(&self) {
         if self.enabled() {
             self.restarts.inc();
+        }
+    }
+
+    /// A worker process was started (worker mode).
+    pub fn worker_started(&self) {
+        if self.enabled() {
+            self.workers_started.inc();
+        }
+    }
+
+    /// A worker was taken for a request after waiting `waited` for it.
+    pub fn worker_taken(&self, waited: std::time::Duration) {
+        if self.enabled() {
+            self.workers_busy.inc();
+            self.worker_wait.observe(waited.as_secs_f64());
+        }
+    }
+
+    /// A worker is done with its request (given back, or lost).
+    pub fn worker_done(&self) {
+        if self.enabled() {
+            self.workers_busy.dec();
         }
     }
 
@@ -227,10 +277,11 @@ impl Metrics {
             );
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            let mut resp = body::text_response(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
-            resp.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return resp;
+            return crate::error::Error::MethodNotAllowed {
+                allow: "GET, HEAD",
+                why: "use GET or HEAD",
+            }
+            .into_response();
         }
         let mut resp = Response::new(body::full(self.encode()));
         resp.headers_mut().insert(
