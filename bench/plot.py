@@ -163,8 +163,10 @@ def markdown(res, pics):
         L += [f"**{res['of_watchdog_note']}**; the other subjects were measured.", ""]
     L += ["## Targets", "", "| target | ratio in this run | met |", "|---|---|---|"]
     for t in res["targets"]:
-        r = "–" if t["ratio"] is None else f"{t['ratio']:.2f}×"
-        L.append(f"| {t['what']} ≥ {t['target']:g}× | {r} | {'yes' if t['met'] else '**no**'} |")
+        if t["ratio"] is None:
+            L.append(f"| {t['what']} ≥ {t['target']:g}× | not measured | – |")
+            continue
+        L.append(f"| {t['what']} ≥ {t['target']:g}× | {t['ratio']:.2f}× | {'yes' if t['met'] else '**no**'} |")
     L += [""]
     names = {"throughput.svg": "http mode throughput against connections",
              "latency-c1.svg": "http mode latency by percentile at 1 connection",
@@ -232,7 +234,9 @@ def main():
     pics = [] if no_pics else pictures(res, outdir)
     with open(os.path.join(outdir, "compare.md"), "w") as f:
         f.write(markdown(res, pics))
-    print(f"plot: wrote {', '.join(pics + ['compare.md'])} in {os.path.relpath(outdir)}", file=sys.stderr)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    where = os.path.relpath(outdir, root) if outdir.startswith(root + os.sep) else outdir
+    print(f"plot: wrote {', '.join(pics + ['compare.md'])} in {where}", file=sys.stderr)
 
 
 if __name__ == "__main__":
