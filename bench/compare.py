@@ -662,7 +662,9 @@ def summarize(res):
 
     def add(group, figure, unit, subject, vals, bases, better, extra=None):
         row = {"group": group, "figure": figure, "unit": unit, "subject": subject,
-               "median": med(vals), "rounds": vals, "ratios": ratios(vals, bases), "better": better}
+               "median": med(vals), "rounds": vals, "ratios": ratios(vals, bases), "better": better,
+               "ratio_rounds": {b: [round(v / x, 3) if v is not None and x else None for v, x in zip(vals, bv)]
+                                for b, bv in bases.items()}}
         if extra:
             row.update(extra)
         rows.append(row)
@@ -759,6 +761,7 @@ def summarize(res):
     targets.insert(0, {"what": "fwatchdog http mode, 16 connections: throughput vs of-watchdog",
                        "target": 3.0, "ratio": fw16["ratios"].get("of-watchdog")})
     for t in targets:
+        t["rounds"] = fw16["ratio_rounds"].get(t["what"].rsplit(" vs ", 1)[1])
         t["met"] = t["ratio"] is not None and t["ratio"] >= t["target"]
     res["targets"] = targets
 
@@ -807,6 +810,8 @@ def print_table(res):
             print(f"target: {t['what']}: not measured")
             continue
         r = f"{t['ratio']:.2f}x"
+        if t.get("rounds") and len(t["rounds"]) > 1:
+            r += " (rounds: " + ", ".join(f"{x:.2f}" for x in t["rounds"] if x is not None) + ")"
         print(f"target: {t['what']}: {r} (target >= {t['target']}x): {'met' if t['met'] else 'NOT met'}")
     m = res["machine"]
     print(f"machine: {m['nproc']} CPUs, {m['cpu_model']}, kernel {m['kernel']}; other processes used "

@@ -166,7 +166,9 @@ def markdown(res, pics):
         if t["ratio"] is None:
             L.append(f"| {t['what']} ≥ {t['target']:g}× | not measured | – |")
             continue
-        L.append(f"| {t['what']} ≥ {t['target']:g}× | {t['ratio']:.2f}× | {'yes' if t['met'] else '**no**'} |")
+        rs = [x for x in (t.get("rounds") or []) if x is not None]
+        each = f" (rounds: {', '.join(f'{x:.2f}' for x in rs)})" if len(rs) > 1 else ""
+        L.append(f"| {t['what']} ≥ {t['target']:g}× | {t['ratio']:.2f}×{each} | {'yes' if t['met'] else '**no**'} |")
     L += [""]
     names = {"throughput.svg": "http mode throughput against connections",
              "latency-c1.svg": "http mode latency by percentile at 1 connection",
