@@ -773,7 +773,7 @@ def fmt(v, unit):
         return f"{v:,.0f}"
     if abs(v) >= 100:
         return f"{v:.0f}"
-    return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
+    return f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
 
 
 def ratio_text(row):

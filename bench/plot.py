@@ -135,7 +135,7 @@ def fmt(v, unit):
         return f"{v:,.0f}"
     if abs(v) >= 100:
         return f"{v:.0f}"
-    return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
+    return f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
 
 
 def ratio_text(row):
@@ -195,15 +195,17 @@ def markdown(res, pics):
     L.append(f"- Other processes on the machine used {m['other_cpu_pct']} % of its CPUs during the run "
              f"({m['busy_pct_before']} % busy in the second before it); load average "
              f"{' '.join(m['loadavg_before'])} before, {' '.join(m['loadavg_after'])} after."
-             + (" **The machine was busy: the figures are lower than on a quiet one.**"
-                if m["other_cpu_pct"] >= 5 else ""))
+             + (" It was busy: the figures are lower and noisier than on a quiet machine, and the ranges over "
+                "the rounds say by how much." if m["other_cpu_pct"] >= 5 else ""))
     L.append(f"- fwatchdog: `{fw['path']}` ({fw['version']}), {fw['size_bytes']:,} bytes, {fw['file']}; "
              f"sha256 {fw['sha256']}…; built with `{fw.get('build') or '?'}` ({res['tools'].get('rustc') or 'rustc ?'}).")
     if ofw:
         L.append(f"- of-watchdog {ofw['version']}, {ofw['size_bytes']:,} bytes, {ofw['file']}.")
-    L.append(f"- Load: {res['tools']['wrk']}, `-t` = min(connections, {m['cpus_usable']}), on the same machine "
+    wrk = (res["tools"]["wrk"] or "wrk").split(" Copyright")[0]
+    ngx = (res["tools"]["nginx"] or "nginx").replace("nginx version: ", "")
+    L.append(f"- Load: {wrk}, `-t` = min(connections, {m['cpus_usable']}), on the same machine "
              "(so it takes CPU from the subject, the same for all). Upstream: "
-             f"{res['tools']['nginx']}, one worker, `return 200 \"ok\"`.")
+             f"{ngx}, one worker, `return 200 \"ok\"`.")
     L.append("- nginx-proxy: a second nginx, one worker per CPU, `proxy_pass` to an `upstream` with "
              "`keepalive 64`, `proxy_http_version 1.1`, `proxy_set_header Connection \"\"`.")
     L.append("- Watchdogs: their defaults but the ports (metrics on for both, as of-watchdog's always are; "
@@ -217,12 +219,12 @@ def markdown(res, pics):
     L.append("- Proxy CPU per request: utime+stime of the proxy's processes (/proc/PID/stat) over the run, "
              "divided by its requests. RSS under load: the peak VmRSS sampled every 50 ms during the 16 and "
              "64 connection runs. Idle RSS: after start, 20 requests and 2 s of quiet. Start to healthy: "
-             "from spawn to the first 200 on `/_/health`, polled every 0.2 ms.")
+             "from spawn to the first 200 on `/_/health`, polled every 0.1 ms by `bench/tools.rs healthy`.")
     netns = "a private network namespace (its own loopback)" if m["network"] == "private" else "the host's network namespace"
     L.append(f"- All in {netns}; the run took {s['duration_s']:.0f} s.")
     L += ["", "Command: `bench/compare.sh` (`COMPARE_ROUNDS`, `COMPARE_SECONDS`; `COMPARE_QUICK=1` for a "
           "quick look that writes to `target/bench/compare/` instead).", ""]
-    return "\n".join(L)
+    return "\n".join(L) + "\n"
 
 
 def main():
