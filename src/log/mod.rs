@@ -11,8 +11,7 @@
 
 pub mod buffer;
 
-use std::fmt::Display;
-use std::io::Write;
+use std::fmt::{Display, Write};
 use std::time::{Duration, SystemTime};
 
 pub use tracing::Level;
@@ -39,17 +38,26 @@ impl Line {
         // An access-log line is some 150 bytes: one allocation, no growing.
         let mut out = Vec::with_capacity(message.len() + 160);
         let now = humantime::format_rfc3339_micros(SystemTime::now());
-        let level = level.as_str();
         match format {
             LogFormat::Text => {
-                let _ = write!(out, "{now} {level:>5} ");
+                let _ = write!(Bytes(&mut out), "{now} ");
+                // tracing pads the level to five characters.
+                let level: &[u8] = match level {
+                    Level::ERROR => b"ERROR ",
+                    Level::WARN => b" WARN ",
+                    Level::INFO => b" INFO ",
+                    Level::DEBUG => b"DEBUG ",
+                    _ => b"TRACE ",
+                };
+                out.extend_from_slice(level);
                 text_message(&mut out, message);
             }
             LogFormat::Json => {
-                let _ = write!(
-                    out,
-                    "{{\"timestamp\":\"{now}\",\"level\":\"{level}\",\"message\":"
-                );
+                out.extend_from_slice(b"{\"timestamp\":\"");
+                let _ = write!(Bytes(&mut out), "{now}");
+                out.extend_from_slice(b"\",\"level\":\"");
+                out.extend_from_slice(level.as_str().as_bytes());
+                out.extend_from_slice(b"\",\"message\":");
                 json_str(&mut out, message);
             }
         }
@@ -60,9 +68,7 @@ impl Line {
     pub fn str(mut self, key: &'static str, value: &str) -> Line {
         self.key(key);
         match self.format {
-            LogFormat::Text => {
-                let _ = write!(self.out, "{value:?}");
-            }
+            LogFormat::Text => debug_str(&mut self.out, value),
             LogFormat::Json => json_str(&mut self.out, value),
         }
         self
@@ -82,8 +88,7 @@ impl Line {
         self.key(key);
         match self.format {
             LogFormat::Text => {
-                let mut unbroken = NoLineBreaks(&mut self.out);
-                let _ = std::fmt::Write::write_fmt(&mut unbroken, format_args!("{value}"));
+                let _ = write!(NoLineBreaks(&mut self.out), "{value}");
             }
             LogFormat::Json => {
                 let mut ser = serde_json::Serializer::new(&mut self.out);
@@ -96,8 +101,9 @@ impl Line {
     /// An integer field.
     pub fn u64(mut self, key: &'static str, value: u64) -> Line {
         self.key(key);
-        // Debug and JSON agree on integers.
-        let _ = write!(self.out, "{value}");
+        // Debug and JSON agree on integers. Through fmt, whose digits come from std (built
+        // for speed): the watchdog's own code is built for size, and divides by 10 with `div`.
+        let _ = write!(Bytes(&mut self.out), "{value}");
         self
     }
 
@@ -107,7 +113,7 @@ impl Line {
         self.key(key);
         match self.format {
             LogFormat::Text => {
-                let _ = write!(self.out, "{value:?}");
+                let _ = write!(Bytes(&mut self.out), "{value:?}");
             }
             LogFormat::Json => {
                 let _ = serde_json::to_writer(&mut self.out, &value);
@@ -182,6 +188,31 @@ pub fn fatal(msg: &str, variable: Option<&str>) -> Line {
         .opt_str("variable", variable)
 }
 
+/// The bytes Debug writes as they are: printable ASCII bar `"` and `\`. A table, as the
+/// check runs for every byte of every path and call id.
+static DEBUG_AS_IS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = b' ';
+    while b <= b'~' {
+        table[b as usize] = b != b'"' && b != b'\\';
+        b += 1;
+    }
+    table
+};
+
+/// `s` as Debug writes it, as tracing's text format writes a string field. Debug's
+/// escaping is the slow part of the access-log line, and the usual path and call id need
+/// none.
+fn debug_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| DEBUG_AS_IS[usize::from(b)]) {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = write!(Bytes(out), "{s:?}");
+    }
+}
+
 /// `s` as serde_json writes a string (which is what tracing's JSON visitors use).
 fn json_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(out, s);
@@ -191,6 +222,7 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
 /// characters that drive a terminal (ESC, BEL, BS, FF, DEL, the C1 controls) are escaped;
 /// line breaks are escaped too (see [`Line`]).
 fn text_message(out: &mut Vec<u8>, msg: &str) {
+    // 0xc2 leads the UTF-8 of U+0080..U+00BF, the C1 controls among them.
     let plain = |b: u8| b >= 0x20 && b != 0x7f && b != 0xc2;
     if msg.bytes().all(plain) {
         out.extend_from_slice(msg.as_bytes());
@@ -204,7 +236,7 @@ fn text_message(out: &mut Vec<u8>, msg: &str) {
             '\x0c' => out.extend_from_slice(b"\\x0c"),
             '\x7f' => out.extend_from_slice(b"\\x7f"),
             '\u{80}'..='\u{9f}' => {
-                let _ = write!(out, "\\u{{{:x}}}", ch as u32);
+                let _ = write!(Bytes(out), "\\u{{{:x}}}", ch as u32);
             }
             '\n' => out.extend_from_slice(b"\\n"),
             '\r' => out.extend_from_slice(b"\\r"),
@@ -213,11 +245,27 @@ fn text_message(out: &mut Vec<u8>, msg: &str) {
     }
 }
 
+/// Formats straight into the line (`Vec`'s `io::Write` would add an adapter to every
+/// `write!`).
+struct Bytes<'a>(&'a mut Vec<u8>);
+
+impl Write for Bytes<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
 /// Writes through to the line, with line breaks escaped (see [`Line`]).
 struct NoLineBreaks<'a>(&'a mut Vec<u8>);
 
-impl std::fmt::Write for NoLineBreaks<'_> {
+impl Write for NoLineBreaks<'_> {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        // The usual case (every request's method), without splitting.
+        if !s.bytes().any(|b| b == b'\n' || b == b'\r') {
+            self.0.extend_from_slice(s.as_bytes());
+            return Ok(());
+        }
         for piece in s.split_inclusive(['\n', '\r']) {
             match piece.as_bytes().split_last() {
                 Some((b'\n', rest)) => {

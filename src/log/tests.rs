@@ -21,6 +21,7 @@ const NASTY: &[&str] = &[
     "cr\rlf\r\n",
     "tab\there",
     "ünïcødé ✓ 日本語 🦀",
+    "combining e\u{301} and \u{34f}",
     "\u{1b}[31mred\u{1b}[0m",
     "\0\x01\x07\x08\x0b\x0c\x1f\x7f",
     "\u{80}\u{85}\u{9f}\u{a0}\u{ad}",
