@@ -10,7 +10,9 @@ pub mod cgi;
 pub mod config;
 pub mod error;
 pub mod health;
-pub mod logbuf;
+pub mod log;
+/// The stderr log buffer under its old name (it is [`log::buffer`] now).
+pub use log::buffer as logbuf;
 pub mod metrics;
 pub mod mode;
 pub mod process;

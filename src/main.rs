@@ -189,13 +189,5 @@ fn fail(json: bool, msg: &str, var: Option<&str>) {
         eprintln!("fwatchdog: {msg}");
         return;
     }
-    let mut line = serde_json::json!({
-        "timestamp": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
-        "level": "ERROR",
-        "message": format!("fwatchdog: {msg}"),
-    });
-    if let Some(var) = var {
-        line["variable"] = serde_json::Value::from(var);
-    }
-    eprintln!("{line}");
+    fwatchdog::log::fatal(msg, var).write();
 }
