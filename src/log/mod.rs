@@ -5,7 +5,7 @@
 //! it cost about 7 % of the proxy's throughput), the function's forwarded output in JSON
 //! format, and the fatal error `main` prints when there is no subscriber yet (or any
 //! more). Each must look exactly like what the subscriber installed by
-//! [`crate::init_logging`] prints for the same event, so one log query covers all lines;
+//! [`crate::log::init`] prints for the same event, so one log query covers all lines;
 //! [`Line`] renders them that way, and the tests hold it to tracing-subscriber's output
 //! byte for byte.
 
@@ -19,7 +19,7 @@ pub use tracing::Level;
 use crate::config::LogFormat;
 
 /// One log line, rendered as tracing-subscriber's fmt layer renders an event with the
-/// settings of [`crate::init_logging`] (no ANSI, no target; JSON with `flatten_event`).
+/// settings of [`crate::log::init`] (no ANSI, no target; JSON with `flatten_event`).
 /// Fields appear in the order they are added, as an event's fields do in the order they
 /// are named in the macro, the message first.
 ///
@@ -285,3 +285,16 @@ impl Write for NoLineBreaks<'_> {
 
 #[cfg(test)]
 mod tests;
+
+/// Installs the tracing subscriber for the watchdog's own log lines (stderr).
+pub fn init(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
+        .with_writer(|| buffer::Writer)
+        .with_ansi(false)
+        .with_target(false)
+        .with_max_level(tracing::Level::INFO);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}

@@ -1,5 +1,5 @@
 //! [`Line`] against tracing-subscriber: the same event through a subscriber built as
-//! [`crate::init_logging`] builds it, and through our writer, must give the same bytes
+//! [`crate::log::init`] builds it, and through our writer, must give the same bytes
 //! (timestamps aside, which are microseconds apart).
 
 use std::io;
@@ -64,7 +64,7 @@ impl io::Write for Captured {
 }
 
 /// What tracing-subscriber prints for the events `emit` makes, with the settings of
-/// [`crate::init_logging`] (keep the two in step).
+/// [`crate::log::init`] (keep the two in step).
 fn traced(format: LogFormat, emit: impl FnOnce()) -> String {
     let captured = Captured::default();
     let writer = captured.clone();
