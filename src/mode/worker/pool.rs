@@ -31,6 +31,8 @@ use crate::process::{self, describe_exit, FunctionProcess, LogOptions};
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest pause between start attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Requests up to this size go to the worker in one write.
+const SMALL_REQUEST: usize = 64 * 1024;
 /// How long a new worker may take to say it is ready.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -337,18 +339,19 @@ impl Lease {
             return Err(ExchangeError::Broken("no worker".into()));
         };
         let broken = |what: &str, e: io::Error| ExchangeError::Broken(format!("{what}: {e}"));
-        w.stdin
-            .write_all(head)
-            .await
-            .map_err(|e| broken("writing the request", e))?;
-        w.stdin
-            .write_all(body)
-            .await
-            .map_err(|e| broken("writing the request", e))?;
-        w.stdin
-            .flush()
-            .await
-            .map_err(|e| broken("writing the request", e))?;
+        // One write for a small request: two would cost a second wake-up of the worker.
+        let write = if body.len() <= SMALL_REQUEST {
+            let mut both = Vec::with_capacity(head.len() + body.len());
+            both.extend_from_slice(head);
+            both.extend_from_slice(body);
+            w.stdin.write_all(&both).await
+        } else {
+            match w.stdin.write_all(head).await {
+                Ok(()) => w.stdin.write_all(body).await,
+                Err(e) => Err(e),
+            }
+        };
+        write.map_err(|e| broken("writing the request", e))?;
         let line = read_line(&mut w.responses)
             .await
             .map_err(|e| broken("reading the response head", e))?;
