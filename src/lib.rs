@@ -10,7 +10,8 @@ pub mod cgi;
 pub mod config;
 pub mod error;
 pub mod health;
-pub mod logbuf;
+pub mod log;
+/// The stderr log buffer under its old name (it is [`log::buffer`] now).
 pub mod metrics;
 pub mod mode;
 pub mod process;
@@ -24,7 +25,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{Config, LogFormat, ModeConfig};
+use crate::config::{Config, ModeConfig};
 use crate::health::Health;
 use crate::mode::Function;
 use crate::process::LogOptions;
@@ -296,17 +297,4 @@ fn log_start(config: &Config, port: u16, metrics_port: u16) {
             "settings given that this mode does not read; they have no effect"
         );
     }
-}
-
-/// Installs the tracing subscriber for the watchdog's own log lines (stderr).
-pub fn init_logging(format: LogFormat) {
-    let builder = tracing_subscriber::fmt()
-        .with_writer(|| logbuf::Writer)
-        .with_ansi(false)
-        .with_target(false)
-        .with_max_level(tracing::Level::INFO);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
 }

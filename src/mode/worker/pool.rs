@@ -109,15 +109,17 @@ impl Pool {
 
     /// Waits for an idle worker (in arrival order) and leases it.
     pub async fn checkout(self: &Arc<Self>) -> Option<Lease> {
+        let asked = tokio::time::Instant::now();
         let mut idle = self.idle_rx.lock().await;
         loop {
             let mut worker = idle.recv().await?;
             match worker.proc.exited() {
                 None => {
+                    self.metrics.worker_taken(asked.elapsed());
                     return Some(Lease {
                         worker: Some(worker),
                         pool: self.clone(),
-                    })
+                    });
                 }
                 Some(status) => {
                     tracing::warn!(slot = worker.slot, exit = %describe_exit(&status), "worker exited while idle; replacing it");
@@ -223,6 +225,7 @@ impl Pool {
         drop(cmd);
         drop(wr);
         let n = self.started.fetch_add(1, Ordering::AcqRel) + 1;
+        self.metrics.worker_started();
         self.groups().insert(slot, proc.pgid());
         let child = proc.child();
         let (Some(stdin), Some(stdout), Some(stderr)) =
@@ -384,6 +387,7 @@ impl Lease {
         let Some(mut w) = self.worker.take() else {
             return;
         };
+        self.pool.metrics.worker_done();
         w.served += 1;
         let max = self.pool.settings.max_requests;
         if max > 0 && w.served >= max {
@@ -407,6 +411,7 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(w) = self.worker.take() {
+            self.pool.metrics.worker_done();
             let slot = w.slot;
             w.proc.kill();
             self.pool.lost(slot);
