@@ -22,7 +22,7 @@ events { worker_connections 1024; }
 http { access_log off; keepalive_requests 1000000;
   server { listen 127.0.0.1:$ngx_port; location / { return 200 "ok"; } } }
 CONF
-"$(command -v nginx || echo /usr/sbin/nginx)" -p "$OUT/worker-nginx" -c "$OUT/worker-nginx/nginx.conf" & pids+=($!)
+"$(command -v nginx || echo /usr/sbin/nginx)" -p "$OUT/worker-nginx" -c "$OUT/worker-nginx/nginx.conf" >/dev/null 2>&1 & pids+=($!)
 wait_port "$ngx_port"
 
 cworker="$OUT/worker-c"
@@ -52,14 +52,14 @@ start() { # subject → starts it, sets port[subject]
   local tmp; tmp=$(mktemp -d)
   case $1 in
     worker-c)
-      (mode=worker workers="${WORKERS:-auto}" PORT="$p" metrics_port=0 TMPDIR="$tmp" "$BIN" -- "$cworker" 2>/dev/null) & ;;
+      (exec env mode=worker workers="${WORKERS:-auto}" PORT="$p" metrics_port=0 TMPDIR="$tmp" "$BIN" -- "$cworker" >/dev/null 2>&1) & ;;
     python3-worker)
-      (cd "$ROOT/template/python3" && mode=worker workers="${WORKERS:-auto}" PORT="$p" metrics_port=0 TMPDIR="$tmp" "$BIN" -- python3 index.py 2>/dev/null) & ;;
+      (cd "$ROOT/template/python3" && exec env mode=worker workers="${WORKERS:-auto}" PORT="$p" metrics_port=0 TMPDIR="$tmp" "$BIN" -- python3 index.py >/dev/null 2>&1) & ;;
     python3-serializing)
-      (cd "$ROOT/template/python3" && mode=serializing cgi_response=true PORT="$p" metrics_port=0 TMPDIR="$tmp" "$BIN" -- python3 index.py 2>/dev/null) & ;;
+      (cd "$ROOT/template/python3" && exec env mode=serializing cgi_response=true PORT="$p" metrics_port=0 TMPDIR="$tmp" "$BIN" -- python3 index.py >/dev/null 2>&1) & ;;
     python3-http)
       local up; up=$(free_port)
-      (cd "$ROOT/template/python3-http" && mode=http upstream_url="http://127.0.0.1:$up" port="$up" PORT="$p" metrics_port=0 TMPDIR="$tmp" "$BIN" -- python3 index.py 2>/dev/null) & ;;
+      (cd "$ROOT/template/python3-http" && exec env mode=http upstream_url="http://127.0.0.1:$up" port="$up" PORT="$p" metrics_port=0 TMPDIR="$tmp" "$BIN" -- python3 index.py >/dev/null 2>&1) & ;;
   esac
   pids+=($!)
   wait_port "$p"
