@@ -3,6 +3,10 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::process::ExitCode;
 

@@ -309,3 +309,39 @@ fn as_pid_1_replaced_workers_leave_no_zombies() {
     let st = wd.wait_exit(Duration::from_secs(15)).expect("exited");
     assert_eq!(st.code(), Some(0), "{}", wd.log());
 }
+
+#[test]
+fn metrics_count_workers_started_restarts_busy_and_waiting() {
+    let mut env: Vec<(&str, String)> = vec![("mode", "worker".into()), ("workers", "2".into())];
+    env.push(("exec_timeout", "10s".into()));
+    let wd = Watchdog::with(Opts {
+        env,
+        cmd: vec!["python3", WORKER],
+        metrics: true,
+        ..Opts::default()
+    });
+    for _ in 0..3 {
+        assert_eq!(wd.post("/echo", b"x").unwrap().status, 200);
+    }
+    assert_eq!(wd.get("/exit").unwrap().status, 502);
+    assert_eq!(wd.post("/echo", b"y").unwrap().status, 200);
+    let scrape = |name: &str| -> f64 {
+        let text = request(wd.metrics_port, "GET", "/metrics", &[], b"")
+            .unwrap()
+            .text();
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || scrape(
+            "fwatchdog_workers_started_total"
+        ) >= 3.0),
+        "a replacement was started"
+    );
+    assert!(scrape("fwatchdog_function_restarts_total") >= 1.0);
+    assert_eq!(scrape("fwatchdog_workers_busy"), 0.0);
+    assert_eq!(scrape("fwatchdog_worker_queue_wait_seconds_count"), 5.0);
+}

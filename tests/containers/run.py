@@ -44,6 +44,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 HERE = os.path.dirname(os.path.abspath(__file__))
 FWFN = os.path.join(ROOT, "fwfn")
 MUSL_TARGET = "x86_64-unknown-linux-musl"
+MAX_BINARY_BYTES = 2_621_440  # 2.5 MiB
 MUSL_BIN = os.path.join(ROOT, "target", MUSL_TARGET, "release", "fwatchdog")
 WATCHDOG_IMAGE = "fwatchdog-test/watchdog:dev"
 BASE_IMAGE = os.environ.get("FWATCHDOG_TEST_BASE_IMAGE", "fwatchdog-test/base:bookworm")
@@ -1312,6 +1313,9 @@ def run_all(tmp, build_dir):
         binary = ensure_binary()
         out = sh(["file", binary], check_rc=False).stdout if shutil.which("file") else "static"
         assert "dynamically linked" not in out, "%s is dynamically linked: %s" % (binary, out)
+        # The size budget holds for the binary the image ships, every mode and feature in it.
+        size = os.path.getsize(binary)
+        assert size <= MAX_BINARY_BYTES, "%s is %d bytes, over the %d allowed" % (binary, size, MAX_BINARY_BYTES)
     if not RESULTS[-1][1]:
         setup_ok = False
     if setup_ok:

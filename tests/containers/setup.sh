@@ -10,6 +10,8 @@ command -v debootstrap >/dev/null 2>&1 || need="$need debootstrap"
 command -v shellcheck >/dev/null 2>&1 || need="$need shellcheck"
 command -v git >/dev/null 2>&1 || need="$need git"
 command -v file >/dev/null 2>&1 || need="$need file"
+# The static musl build compiles mimalloc's C with musl-gcc.
+command -v musl-gcc >/dev/null 2>&1 || need="$need musl-tools"
 # run.py parses YAML with the system python's yaml module when its own python has none.
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import yaml' 2>/dev/null || need="$need python3-yaml"
 

@@ -31,6 +31,8 @@ use crate::process::{self, describe_exit, FunctionProcess, LogOptions};
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest pause between start attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Requests up to this size go to the worker in one write.
+const SMALL_REQUEST: usize = 64 * 1024;
 /// How long a new worker may take to say it is ready.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -107,15 +109,17 @@ impl Pool {
 
     /// Waits for an idle worker (in arrival order) and leases it.
     pub async fn checkout(self: &Arc<Self>) -> Option<Lease> {
+        let asked = tokio::time::Instant::now();
         let mut idle = self.idle_rx.lock().await;
         loop {
             let mut worker = idle.recv().await?;
             match worker.proc.exited() {
                 None => {
+                    self.metrics.worker_taken(asked.elapsed());
                     return Some(Lease {
                         worker: Some(worker),
                         pool: self.clone(),
-                    })
+                    });
                 }
                 Some(status) => {
                     tracing::warn!(slot = worker.slot, exit = %describe_exit(&status), "worker exited while idle; replacing it");
@@ -221,6 +225,7 @@ impl Pool {
         drop(cmd);
         drop(wr);
         let n = self.started.fetch_add(1, Ordering::AcqRel) + 1;
+        self.metrics.worker_started();
         self.groups().insert(slot, proc.pgid());
         let child = proc.child();
         let (Some(stdin), Some(stdout), Some(stderr)) =
@@ -337,18 +342,19 @@ impl Lease {
             return Err(ExchangeError::Broken("no worker".into()));
         };
         let broken = |what: &str, e: io::Error| ExchangeError::Broken(format!("{what}: {e}"));
-        w.stdin
-            .write_all(head)
-            .await
-            .map_err(|e| broken("writing the request", e))?;
-        w.stdin
-            .write_all(body)
-            .await
-            .map_err(|e| broken("writing the request", e))?;
-        w.stdin
-            .flush()
-            .await
-            .map_err(|e| broken("writing the request", e))?;
+        // One write for a small request: two would cost a second wake-up of the worker.
+        let write = if body.len() <= SMALL_REQUEST {
+            let mut both = Vec::with_capacity(head.len() + body.len());
+            both.extend_from_slice(head);
+            both.extend_from_slice(body);
+            w.stdin.write_all(&both).await
+        } else {
+            match w.stdin.write_all(head).await {
+                Ok(()) => w.stdin.write_all(body).await,
+                Err(e) => Err(e),
+            }
+        };
+        write.map_err(|e| broken("writing the request", e))?;
         let line = read_line(&mut w.responses)
             .await
             .map_err(|e| broken("reading the response head", e))?;
@@ -381,6 +387,7 @@ impl Lease {
         let Some(mut w) = self.worker.take() else {
             return;
         };
+        self.pool.metrics.worker_done();
         w.served += 1;
         let max = self.pool.settings.max_requests;
         if max > 0 && w.served >= max {
@@ -404,6 +411,7 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(w) = self.worker.take() {
+            self.pool.metrics.worker_done();
             let slot = w.slot;
             w.proc.kill();
             self.pool.lost(slot);
