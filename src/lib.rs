@@ -11,7 +11,8 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod health;
-pub mod logbuf;
+pub mod log;
+/// The stderr log buffer under its old name (it is [`log::buffer`] now).
 pub mod metrics;
 pub mod mode;
 pub mod process;
@@ -25,7 +26,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{Config, LogFormat, ModeConfig};
+use crate::config::{Config, ModeConfig};
 use crate::health::Health;
 use crate::mode::Function;
 use crate::process::LogOptions;
@@ -297,17 +298,4 @@ fn log_start(config: &Config, port: u16, metrics_port: u16) {
             "settings given that this mode does not read; they have no effect"
         );
     }
-}
-
-/// Installs the tracing subscriber for the watchdog's own log lines (stderr).
-pub fn init_logging(format: LogFormat) {
-    let builder = tracing_subscriber::fmt()
-        .with_writer(|| logbuf::Writer)
-        .with_ansi(false)
-        .with_target(false)
-        .with_max_level(tracing::Level::INFO);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
 }

@@ -114,7 +114,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    fwatchdog::init_logging(config.log_format);
+    fwatchdog::log::init(config.log_format);
     if let Err(e) = fwatchdog::process::reaper::become_init_if_pid1() {
         eprintln!("fwatchdog: cannot start as PID 1: {e}");
         return ExitCode::from(1);
@@ -134,11 +134,11 @@ fn main() -> ExitCode {
         Mode::Http | Mode::Static | Mode::Worker => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
-    // Log lines wait for the moment the thread would sleep (see `logbuf`), and with
+    // Log lines wait for the moment the thread would sleep (see `log::buffer`), and with
     // busy_poll the thread looks for new work a little longer first.
     builder
         .on_thread_park(|| {
-            fwatchdog::logbuf::flush();
+            fwatchdog::log::buffer::flush();
             fwatchdog::busy_poll::park();
         })
         .on_thread_unpark(fwatchdog::busy_poll::unpark);
@@ -167,7 +167,7 @@ fn main() -> ExitCode {
             fwatchdog::stop_signals().map_err(|e| fwatchdog::RunError::Failed(e.to_string()))?;
         fwatchdog::run(listeners, config, stop).await
     });
-    fwatchdog::logbuf::flush();
+    fwatchdog::log::buffer::flush();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -189,13 +189,5 @@ fn fail(json: bool, msg: &str, var: Option<&str>) {
         eprintln!("fwatchdog: {msg}");
         return;
     }
-    let mut line = serde_json::json!({
-        "timestamp": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
-        "level": "ERROR",
-        "message": format!("fwatchdog: {msg}"),
-    });
-    if let Some(var) = var {
-        line["variable"] = serde_json::Value::from(var);
-    }
-    eprintln!("{line}");
+    fwatchdog::log::fatal(msg, var).write();
 }

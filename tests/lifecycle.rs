@@ -281,7 +281,7 @@ fn pid1_reaps_orphans_and_keeps_exit_statuses() {
     let mut wd = Watchdog::with(Opts {
         env: vec![("mode", "serializing".into())],
         cmd: vec!["sh", "-c", "(sleep 0.2 &); read code; echo ran; exit $code"],
-        launcher: vec!["unshare", "--pid", "--fork", "--mount-proc"],
+        launcher: vec!["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"],
         ..Opts::default()
     });
     for _ in 0..20 {

@@ -140,7 +140,13 @@ fn past_exec_timeout_the_group_is_killed_and_a_fresh_worker_serves_the_next() {
     let r = wd.post("/echo", b"next").unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "next"));
     assert_ne!(pid_of(&wd), first);
-    assert!(wd.log().contains("past exec_timeout"), "{}", wd.log());
+    assert!(
+        eventually(Duration::from_secs(5), || wd
+            .log()
+            .contains("past exec_timeout")),
+        "{}",
+        wd.log()
+    );
 }
 
 #[test]
@@ -176,12 +182,13 @@ fn what_a_worker_prints_is_logged_and_the_protocol_holds() {
     }
     let r = wd.post("/echo", b"still framed").unwrap();
     assert_eq!(r.text(), "still framed");
-    let log = wd.log();
-    assert!(
-        log.contains("stdout: hello from the worker's stdout"),
-        "{log}"
-    );
-    assert!(log.contains("stderr: and from its stderr"), "{log}");
+    // Log lines reach the file when the watchdog next idles: wait for them.
+    let logged = || {
+        let log = wd.log();
+        log.contains("stdout: hello from the worker's stdout")
+            && log.contains("stderr: and from its stderr")
+    };
+    assert!(eventually(Duration::from_secs(5), logged), "{}", wd.log());
 }
 
 #[test]
@@ -261,47 +268,33 @@ fn as_pid_1_replaced_workers_leave_no_zombies() {
     let mut wd = Watchdog::with(Opts {
         env: vec![("mode", "worker".into()), ("workers", "1".into())],
         cmd: vec!["python3", WORKER],
-        launcher: vec!["unshare", "--pid", "--fork", "--mount-proc"],
+        launcher: vec!["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"],
         ..Opts::default()
     });
     for _ in 0..5 {
         assert_eq!(wd.get("/exit").unwrap().status, 502);
         assert_eq!(wd.post("/echo", b"ok").unwrap().text(), "ok");
     }
-    std::thread::sleep(Duration::from_millis(500));
-    let zombies = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            stat.contains("(python3)")
-                && stat
-                    .rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-        })
-        .count();
-    assert_eq!(zombies, 0);
+    // Zombies among the namespace's processes: children of its PID 1 (the watchdog's
+    // reaper) or of the watchdog. Other tests' processes are not counted.
+    let ns_init = children(wd.child.id());
+    assert_eq!(ns_init.len(), 1, "{ns_init:?}");
+    let mut family = ns_init.clone();
+    family.extend(children(ns_init[0]));
+    let zombies = |family: &[u32]| -> Vec<u32> {
+        all_procs()
+            .into_iter()
+            .filter(|(_, ppid, state)| family.contains(ppid) && *state == 'Z')
+            .map(|(pid, _, _)| pid)
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || zombies(&family).is_empty()),
+        "zombies under {family:?}: {:?}",
+        zombies(&family)
+    );
     // SIGTERM goes to the namespace's PID 1 (unshare's child), which forwards it.
-    let init: Vec<u32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
-            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            let ppid = stat
-                .rsplit(')')
-                .next()?
-                .split_whitespace()
-                .nth(1)?
-                .parse::<u32>()
-                .ok()?;
-            (ppid == wd.child.id()).then_some(pid)
-        })
-        .collect();
-    assert_eq!(init.len(), 1, "{init:?}");
+    let init = ns_init;
     std::process::Command::new("kill")
         .args(["-TERM", &init[0].to_string()])
         .status()
@@ -344,4 +337,28 @@ fn metrics_count_workers_started_restarts_busy_and_waiting() {
     assert!(scrape("fwatchdog_function_restarts_total") >= 1.0);
     assert_eq!(scrape("fwatchdog_workers_busy"), 0.0);
     assert_eq!(scrape("fwatchdog_worker_queue_wait_seconds_count"), 5.0);
+}
+
+/// (pid, ppid, state) of every process.
+fn all_procs() -> Vec<(u32, u32, char)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let mut f = stat.rsplit(')').next()?.split_whitespace();
+            let state = f.next()?.chars().next()?;
+            let ppid = f.next()?.parse::<u32>().ok()?;
+            Some((pid, ppid, state))
+        })
+        .collect()
+}
+
+fn children(of: u32) -> Vec<u32> {
+    all_procs()
+        .into_iter()
+        .filter(|(_, ppid, _)| *ppid == of)
+        .map(|(pid, _, _)| pid)
+        .collect()
 }

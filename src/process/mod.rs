@@ -253,31 +253,21 @@ fn take_lines(buf: &mut Vec<u8>, max_line: usize, mut emit: impl FnMut(&[u8])) {
 /// Writes one function output line to stderr in a single write, so lines never interleave.
 pub fn write_line(stream: &str, line: &[u8], opts: LogOptions) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let mut out = Vec::with_capacity(line.len() + 48);
     match opts.format {
-        LogFormat::Json => {
-            // Same keys, order and time format as the watchdog's own JSON events
-            // (tracing-subscriber), so one log query covers both.
-            let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
-            let msg = serde_json::to_string(&String::from_utf8_lossy(line)).unwrap_or_default();
-            let stream = serde_json::to_string(stream).unwrap_or_default();
-            out.extend_from_slice(
-                format!(
-                    "{{\"timestamp\":\"{now}\",\"level\":\"INFO\",\"message\":{msg},\"stream\":{stream}}}"
-                )
-                .as_bytes(),
-            );
-        }
+        // Same keys, order and time format as the watchdog's own JSON events, so one log
+        // query covers both.
+        LogFormat::Json => crate::log::function_output(stream, line).write(),
         LogFormat::Text => {
+            let mut out = Vec::with_capacity(line.len() + 48);
             if opts.prefix {
                 let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
                 out.extend_from_slice(format!("{now} {stream}: ").as_bytes());
             }
             out.extend_from_slice(line);
+            out.push(b'\n');
+            crate::log::buffer::write(&out);
         }
     }
-    out.push(b'\n');
-    crate::logbuf::write(&out);
 }
 
 /// Asks the kernel to SIGKILL the function process if the watchdog dies without stopping

@@ -14,6 +14,8 @@ them into an Event for handle(event), and the handler's return value into the re
 
 import json
 import os
+import unicodedata
+import urllib.parse
 
 __all__ = ["Event", "DropEvent", "NotAnEvent", "event_from_head", "reply_of"]
 
@@ -112,10 +114,21 @@ def reply_of(result, default_content_type=None):
         body = json.dumps(result).encode("utf-8")
         headers.append(("Content-Type", "application/json"))
     if reply_type is not None:
-        if not str(reply_type) or any(ord(c) < 32 or ord(c) == 127 for c in str(reply_type)):
+        reply_type = str(reply_type)
+        if not reply_type or any(unicodedata.category(c) == "Cc" for c in reply_type):
             raise ValueError("invalid reply type %r" % (reply_type,))
-        headers.append(("Ce-Type", str(reply_type)))
+        headers.append(("Ce-Type", encode_header(reply_type)))
     return headers, body
+
+
+# The HTTP binding (1.0.2, section 3.1.3.2): printable ASCII is sent as it is, except space,
+# double quote and percent, which are percent-encoded with everything else.
+_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in ' "%')
+
+
+def encode_header(value):
+    """An attribute's value as a binary-mode header value."""
+    return urllib.parse.quote(value, safe=_SAFE)
 
 
 def raw_body_enabled():

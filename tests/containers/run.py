@@ -60,10 +60,12 @@ OFFICIAL_BASE = {
     "python3-file": "python:3.12-slim-bookworm",
     "python3-cloudevents": "python:3.12-slim-bookworm",
     "node": "node:20-bookworm-slim",
+    "node-classic": "node:20-bookworm-slim",
     "bash-streaming": "debian:bookworm-slim",
     "dockerfile": "debian:bookworm-slim",
 }
 EXAMPLES = ["streaming-shell", "grayscale", "protected", "json-stats", "sse-clock", "order-events"]
+WORKER_TEMPLATES = ("python3", "node-classic")  # mode=worker by default
 
 START = time.monotonic()
 RESULTS = []  # (name, ok, message)
@@ -441,6 +443,9 @@ def static_checks(tmp):
             assert re.search(r"\bfprocess=", text) and re.search(r"\bmode=\w+", text), "no ENV fprocess/mode"
             if lang in ("python3-http", "node"):
                 assert "mode=http" in text and "upstream_url=http://127.0.0.1:" in text, "http template without mode=http/upstream_url"
+            if lang in WORKER_TEMPLATES:
+                assert re.search(r"^\s*mode=worker\b", text, re.M), "worker template without mode=worker"
+                assert "cgi_response" not in re.sub(r"#.*", "", text), "cgi_response set in worker mode (it is ignored there)"
             if lang.startswith("python3"):
                 assert "PYTHONDONTWRITEBYTECODE=1" in text and "PYTHONUNBUFFERED=1" in text, "python env not set"
         with check("template %s: template.yml (language, fprocess, welcome_message) and skeleton" % lang):
@@ -455,6 +460,9 @@ def static_checks(tmp):
         texts = {l: open(os.path.join(ROOT, "template", l, "fwatchdog_sdk.py")).read()
                  for l in ("python3", "python3-http", "python3-file", "python3-cloudevents")}
         assert len(set(texts.values())) == 1, "fwatchdog_sdk.py differs between the python templates"
+    with check("node templates share one sdk.js"):
+        texts = {l: open(os.path.join(ROOT, "template", l, "sdk.js")).read() for l in ("node", "node-classic")}
+        assert len(set(texts.values())) == 1, "sdk.js differs between the node templates"
 
     with check("fwfn: shellcheck clean"):
         assert shutil.which("shellcheck"), "shellcheck is not installed (run tests/containers/setup.sh)"
@@ -463,6 +471,8 @@ def static_checks(tmp):
         p = sh(["shellcheck", "-s", "bash", "template/bash-streaming/index.sh",
                 "template/bash-streaming/function/handler.sh", "examples/streaming-shell/handler.sh"], check_rc=False)
         assert p.returncode == 0, "shellcheck (bash scripts):\n" + p.stdout
+        p = sh(["shellcheck", "-s", "sh", "tests/worker_host.sh"], check_rc=False)
+        assert p.returncode == 0, "shellcheck tests/worker_host.sh:\n" + p.stdout
 
     with check("fwfn: POSIX sh (runs under dash), --help, --version"):
         head = open(FWFN).readline().strip()
@@ -969,7 +979,7 @@ def template_checks(lang, normal, raw, ro):
         assert r.header("X-Duration-Seconds") is not None, "no X-Duration-Seconds header"
 
     blob = bytes(random.Random(lang).getrandbits(8) for _ in range(150_000)) + b"\xff\xfe\x00\x80"
-    if lang in ("python3-http", "python3", "python3-file", "node"):
+    if lang in ("python3-http", "python3", "python3-file", "node", "node-classic"):
         with check("%s: non-UTF-8 body without RAW_BODY is a clear 400" % label, normal.name):
             ctype = "text/plain" if lang == "python3-file" else "application/octet-stream"
             r = request(n, "POST", "/", b"caf\xe9 \xff", {"Content-Type": ctype})
@@ -1094,6 +1104,188 @@ def cloudevents_template_checks(normal, raw, ro):
         assert reply.data == [1, 2, 3], reply.data
 
 
+# ---------------------------------------------------------------------------- worker mode
+
+# Handlers for the worker-mode templates' own checks: each says which process served it and
+# how many requests that process has served, prints to the log, fails on demand.
+WORKER_HANDLERS = {
+    "python3": ("handler.py", """\
+import os
+
+PID = os.getpid()
+served = 0
+
+
+def handle(req):
+    global served
+    served += 1
+    print("worker-check: request %d in pid %d" % (served, PID))
+    if req in ("boom", b"boom"):
+        raise RuntimeError("boom on purpose")
+    if req in ("env", b"env"):
+        return {k: v for k, v in os.environ.items() if k.startswith("Http_")}
+    return {"statusCode": 201, "headers": {"X-Served": str(served)},
+            "body": {"pid": PID, "served": served, "type": type(req).__name__}}
+"""),
+    "node-classic": ("handler.js", """\
+'use strict';
+const pid = process.pid;
+let served = 0;
+
+module.exports = (context, callback) => {
+  served++;
+  console.log(`worker-check: request ${served} in pid ${pid}`);
+  if (context === 'boom') return callback(new TypeError('boom on purpose'));
+  if (context === 'throw') throw new RangeError('thrown on purpose');
+  if (context === 'later') {
+    setTimeout(() => callback(null, `called back later (${served})`), 100);
+    return undefined;
+  }
+  if (context === 'async') {
+    return (async () => {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      return { pid, served, how: 'async' };
+    })();
+  }
+  if (context === 'env') {
+    return callback(null, Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('Http_'))));
+  }
+  return callback(null, { pid, served, how: 'callback', type: typeof context });
+};
+"""),
+}
+
+
+def worker_function_dir(lang, tmp):
+    d = os.path.join(tmp, "worker-fns", "wk-" + lang)
+    os.makedirs(os.path.dirname(d), exist_ok=True)
+    fwfn(["new", d, "--lang", lang])
+    name, source = WORKER_HANDLERS[lang]
+    with open(os.path.join(d, name), "w") as f:
+        f.write(source)
+    return d
+
+
+def wait_log(c, needle, timeout=10):
+    deadline = time.monotonic() + timeout
+    while True:
+        logs = docker_logs(c.name, lines=400)
+        if needle in logs or time.monotonic() > deadline:
+            return logs
+        time.sleep(0.2)
+
+
+def serializing_fallback_checks(lang, c):
+    """The worker-check function of `lang` run with mode=serializing cgi_response=true."""
+    label = "template %s with mode=serializing cgi_response=true" % lang
+    with check("%s: a fresh process per request" % label, c.name):
+        pids = set()
+        for i in range(2):
+            r = request(c.port, "POST", "/", b"x%d" % i, {"Content-Type": "text/plain"})
+            assert r.status == 201 and r.header("X-Served") == "1", "request %d -> %r" % (i, r)
+            got = json.loads(r.body)
+            assert got["served"] == 1 and got["type"] == "str", "answer %r" % got
+            pids.add(got["pid"])
+        assert len(pids) == 2, "one pid %s served both: not a process per request" % pids
+    with check("%s: 500 for a failing handler, 400 for a non-UTF-8 body" % label, c.name):
+        r = request(c.port, "POST", "/", b"boom", {"Content-Type": "text/plain"})
+        assert r.status == 500 and r.text() == "function handler failed: RuntimeError (see the function's logs)\n", \
+            "boom -> %r" % r
+        r = request(c.port, "POST", "/", b"caf\xe9", {"Content-Type": "text/plain"})
+        assert r.status == 400 and "RAW_BODY" in r.text(), "non-UTF-8 -> %r" % r
+
+
+def worker_template_checks(lang, c, raw, recycle, _serializing=None):
+    """c, raw, recycle: containers of worker_function_dir(lang) with workers=1; raw with
+    RAW_BODY=true, recycle with worker_max_requests=2."""
+    label = "template %s (worker mode)" % lang
+    n = c.port
+    text_plain = {"Content-Type": "text/plain"}
+
+    def call(body, port=n, headers=None):
+        return request(port, "POST", "/", body, dict(text_plain, **(headers or {})))
+
+    pids = {}
+    with check("%s: one warm process serves request after request" % label, c.name):
+        served = []
+        for i in range(3):
+            r = call(b"hello %d" % i)
+            if lang == "python3":
+                assert r.status == 201 and r.header("X-Served") is not None, "dict result -> %r" % r
+            else:
+                assert r.status == 200 and r.body.endswith(b"}\n"), "object result (JSON + newline) -> %r" % r
+            assert (r.header("Content-Type") or "").startswith("application/json"), "Content-Type %r" % r.header("Content-Type")
+            got = json.loads(r.body)
+            served.append(got["served"])
+            pids[got["pid"]] = True
+        assert len(pids) == 1, "workers=1 but requests were served by pids %s" % list(pids)
+        assert served == sorted(served) and len(set(served)) == 3, "served counts %r: not one process" % served
+        assert got["type"] == ("str" if lang == "python3" else "string"), "handler got a %s" % got["type"]
+
+    with check("%s: what the handler prints reaches the log" % label, c.name):
+        logs = wait_log(c, "worker-check: request 3 in pid")
+        assert "worker-check: request 3 in pid" in logs, "print/console.log not in docker logs:\n%s" % logs[-1500:]
+
+    failures = [(b"boom", "RuntimeError" if lang == "python3" else "TypeError")]
+    if lang == "node-classic":
+        failures.append((b"throw", "RangeError"))
+    for body, kind in failures:
+        with check("%s: a failing handler (%s) is a 500, and the same worker serves the next request" % (label, body.decode()), c.name):
+            r = call(body)
+            assert r.status == 500, "%r -> %r" % (body, r)
+            want = "function handler failed: %s (see the function's logs)\n" % kind
+            assert r.text() == want, "500 body %r, expected %r" % (r.text(), want)
+            r = call(b"after")
+            assert r.status in (200, 201), "request after the failure -> %r" % r
+            assert list(pids) == [json.loads(r.body)["pid"]], "the worker was replaced after a handler error"
+            logs = wait_log(c, "on purpose")
+            assert "on purpose" in logs, "the error is not in the log:\n%s" % logs[-1500:]
+
+    with check("%s: a non-UTF-8 body is a 400, and the worker goes on" % label, c.name):
+        r = request(n, "POST", "/", b"caf\xe9", {"Content-Type": "application/octet-stream"})
+        assert r.status == 400 and "UTF-8" in r.text() and "RAW_BODY" in r.text(), "non-UTF-8 -> %r" % r
+        r = call(b"after")
+        assert r.status in (200, 201) and list(pids) == [json.loads(r.body)["pid"]], "after the 400 -> %r" % r
+
+    with check("%s: each request sees its own Http_* variables, none of the last one's" % label, c.name):
+        r = request(n, "POST", "/first?a=1", b"env", {"Content-Type": "text/plain", "X-Only-First": "yes"})
+        env = json.loads(r.body)
+        assert env.get("Http_X_Only_First") == "yes" and env.get("Http_Path") == "/first", "first env %r" % env
+        assert env.get("Http_Query") == "a=1" and env.get("Http_Method") == "POST", "first env %r" % env
+        r = request(n, "PUT", "/second", b"env", {"Content-Type": "text/plain"})
+        env = json.loads(r.body)
+        assert "Http_X_Only_First" not in env, "a header of the last request is still in the env: %r" % env
+        assert env.get("Http_Path") == "/second" and env.get("Http_Method") == "PUT", "second env %r" % env
+        assert "Http_Query" not in env, "the last request's query is still in the env: %r" % env
+
+    if lang == "node-classic":
+        with check("%s: callback called later, and an async result" % label, c.name):
+            r = call(b"later")
+            assert r.status == 200 and r.body.startswith(b"called back later"), "later -> %r" % r
+            assert (r.header("Content-Type") or "").startswith("text/plain"), "string result Content-Type %r" % r.header("Content-Type")
+            r = call(b"async")
+            assert r.status == 200 and json.loads(r.body)["how"] == "async", "async -> %r" % r
+
+    with check("%s: RAW_BODY=true hands the handler bytes" % label, raw.name):
+        r = request(raw.port, "POST", "/", b"\xff\x00 raw", {"Content-Type": "application/octet-stream"})
+        assert r.status in (200, 201), "RAW_BODY -> %r" % r
+        got = json.loads(r.body)["type"]
+        assert got == ("bytes" if lang == "python3" else "object"), "RAW_BODY handler got a %s" % got
+
+    with check("%s: worker_max_requests=2 replaces the worker after two requests" % label, recycle.name):
+        seen = []
+        for i in range(5):
+            r = call(b"n%d" % i, port=recycle.port)
+            assert r.status in (200, 201), "request %d -> %r" % (i, r)
+            got = json.loads(r.body)
+            seen.append((got["pid"], got["served"]))
+        assert [s for _, s in seen] == [1, 2, 1, 2, 1], "served counts %r" % seen
+        assert len({p for p, _ in seen}) == 3, "pids %r: expected a new worker every two requests" % seen
+        logs = docker_logs(recycle.name, lines=200)
+        assert "Traceback" not in logs and "node-classic:" not in logs, \
+            "a replaced worker did not end quietly:\n%s" % logs[-1500:]
+
+
 def secret_helper_checks(images, tmp):
     """get_secret() in each language: $secret_mount_path/NAME, .../NAME/NAME, /run/secrets/NAME."""
     flat = os.path.join(tmp, "sec-flat")
@@ -1120,6 +1312,7 @@ def secret_helper_checks(images, tmp):
         "python3-file": ["python3", "-c", "from fwatchdog_sdk import get_secret; print('[%s]' % get_secret('k'))"],
         "python3-cloudevents": ["python3", "-c", "from fwatchdog_sdk import get_secret; print('[%s]' % get_secret('k'))"],
         "node": ["node", "-e", "console.log('[' + require('/home/app/sdk').get_secret('k') + ']')"],
+        "node-classic": ["node", "-e", "console.log('[' + require('/home/app/sdk').get_secret('k') + ']')"],
         "bash-streaming": ["bash", "-c", ". /home/app/index.sh && v=\"$(get_secret k)\" && printf '[%s]\\n' \"$v\""],
     }
     for lang, prog in programs.items():
@@ -1375,6 +1568,13 @@ def run_all(tmp, build_dir):
             assert cfg.get("User") not in (None, "", "root", "0"), "image runs as root"
             assert cfg.get("Healthcheck", {}).get("Test") == ["CMD", "fwatchdog", "--run-healthcheck"], \
                 "healthcheck %r" % cfg.get("Healthcheck")
+    worker_images = {}
+    for lang in WORKER_TEMPLATES:
+        tag = "fwatchdog-test/wk-%s:dev" % lang
+        with check("build: a %s function with a worker-check handler via fwfn build" % lang):
+            d = worker_function_dir(lang, tmp)
+            build_image(d, tag, cwd=os.path.dirname(d), build_dir=build_dir)
+            worker_images[lang] = (d, tag)
     ex_images = {}
     for ex in EXAMPLES:
         tag = "fwatchdog-test/ex-%s:dev" % ex
@@ -1392,6 +1592,18 @@ def run_all(tmp, build_dir):
             ro = start_fn(d, tag, "fwt-tpl-%s-ro" % lang, cwd=proj,
                           docker_args=["--read-only", "--tmpfs", "/tmp", "--user", "12345"])
             started[lang] = (normal, raw, ro)
+    worker_started = {}
+    for lang, (d, tag) in worker_images.items():
+        with check("run: %s worker-check containers start (workers=1; RAW_BODY=true; worker_max_requests=2)" % lang):
+            one = {"workers": "1"}
+            worker_started[lang] = (
+                start_fn(d, tag, "fwt-wk-%s" % lang, env=one),
+                start_fn(d, tag, "fwt-wk-%s-raw" % lang, env=dict(one, RAW_BODY="true")),
+                start_fn(d, tag, "fwt-wk-%s-recycle" % lang, env=dict(one, worker_max_requests="2")),
+                # template/README.md's way back to a process per request, set at run time
+                start_fn(d, tag, "fwt-wk-%s-serializing" % lang, env={"mode": "serializing", "cgi_response": "true"})
+                if lang == "python3" else None,
+            )
     ex_containers = {}
     secrets_flat = os.path.join(tmp, "bw-secrets")
     secrets_nested = os.path.join(tmp, "bw-secrets-nested", "bw-api-key")
@@ -1422,6 +1634,10 @@ def run_all(tmp, build_dir):
             cloudevents_template_checks(normal, raw, ro)
         else:
             template_checks(lang, normal, raw, ro)
+    for lang, containers in worker_started.items():
+        worker_template_checks(lang, *containers)
+        if containers[3]:
+            serializing_fallback_checks(lang, containers[3])
     secret_helper_checks(images, tmp)
 
     for ex in EXAMPLES + ["protected-nested"]:

@@ -112,11 +112,11 @@ impl Workers {
         let (head, out) = match answer {
             // Dropping the lease kills the worker's group and starts a new one.
             None => {
-                tracing::warn!(call_id = %ctx.call_id, "{}", lease.cause("past exec_timeout; killed"));
+                tracing::warn!(call_id = %ctx.call_id, "{}", lease.describe("past exec_timeout; killed"));
                 return Err(Error::Timeout(ctx.timeout()));
             }
             Some(Err(ExchangeError::Broken(why))) => {
-                return Err(Error::FunctionFailed(lease.cause(&why)));
+                return Err(Error::FunctionFailed(lease.cause(&why).await));
             }
             Some(Ok(answer)) => answer,
         };

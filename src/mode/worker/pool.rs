@@ -31,6 +31,8 @@ use crate::process::{self, describe_exit, FunctionProcess, LogOptions};
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest pause between start attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long a failed worker's exit status is waited for, for the log line.
+const EXIT_WAIT: Duration = Duration::from_millis(200);
 /// Requests up to this size go to the worker in one write.
 const SMALL_REQUEST: usize = 64 * 1024;
 /// How long a new worker may take to say it is ready.
@@ -371,11 +373,26 @@ impl Lease {
     }
 
     /// Why the worker failed, with its exit status when it has one, for the log and 502.
-    pub fn cause(&mut self, why: &str) -> String {
-        match self.worker.as_mut().and_then(|w| w.proc.exited()) {
-            Some(status) => format!("worker {}: {why} ({})", self.slot(), describe_exit(&status)),
-            None => format!("worker {}: {why}", self.slot()),
+    /// A worker whose pipe just closed is usually exiting: its status is waited for
+    /// briefly (only on this failure path), so the log says how it ended.
+    pub async fn cause(&mut self, why: &str) -> String {
+        let slot = self.slot();
+        let status = match self.worker.as_mut() {
+            Some(w) => tokio::time::timeout(EXIT_WAIT, w.proc.wait())
+                .await
+                .ok()
+                .and_then(Result::ok),
+            None => None,
+        };
+        match status {
+            Some(status) => format!("worker {slot}: {why} ({})", describe_exit(&status)),
+            None => format!("worker {slot}: {why}"),
         }
+    }
+
+    /// `why`, naming the worker, without waiting for anything.
+    pub fn describe(&self, why: &str) -> String {
+        format!("worker {}: {why}", self.slot())
     }
 
     fn slot(&self) -> usize {
