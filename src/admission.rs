@@ -74,6 +74,8 @@ pub fn context(
             .checked_add(config.read_timeout)
             .unwrap_or_else(far_future),
         peer_ip,
+        env: Vec::new(),
+        whole: false,
     })
 }
 

@@ -29,6 +29,12 @@ pub fn empty_req() -> ReqBody {
     Empty::new().map_err(|e| match e {}).boxed_unsync()
 }
 
+/// A request body the watchdog already holds whole (a decoded CloudEvent's data), with its
+/// exact length, as a client's `Content-Length` body would have.
+pub fn full_req(data: Bytes) -> ReqBody {
+    Full::new(data).map_err(|e| match e {}).boxed_unsync()
+}
+
 /// A plain-text response with a fixed message (probes, 404s, 405s).
 pub fn text_response(status: http::StatusCode, msg: &'static str) -> http::Response<Body> {
     let mut resp = http::Response::new(full(msg));

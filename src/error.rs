@@ -22,6 +22,9 @@ pub enum Error {
     /// Body over `max_body_size` (or the in-memory bound).
     #[error("request body larger than {0} bytes")]
     BodyTooLarge(u64),
+    /// A request body of a kind the watchdog will not hand on (a CloudEvents batch).
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
     /// Request headers over the limit.
     #[error("request headers larger than {0} bytes")]
     HeadersTooLarge(usize),
@@ -55,6 +58,7 @@ impl Error {
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::ReadTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::FunctionFailed(_) => StatusCode::BAD_GATEWAY,

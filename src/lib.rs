@@ -9,6 +9,7 @@ pub mod busy_poll;
 pub mod cgi;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod log;
 /// The stderr log buffer under its old name (it is [`log::buffer`] now).

@@ -53,6 +53,8 @@ fn ctx() -> Ctx {
         deadline: Some(now + Duration::from_secs(10)),
         read_deadline: now + Duration::from_secs(10),
         peer_ip: None,
+        env: Vec::new(),
+        whole: false,
     }
 }
 

@@ -5,6 +5,7 @@
 //! 2; a setting given that the chosen mode does not read is listed in [`Config::ignored`]
 //! and warned about at start.
 
+mod cloudevents;
 mod modes;
 mod parse;
 pub mod table;
@@ -155,6 +156,7 @@ pub enum Upstream {
     Unix(PathBuf),
 }
 
+pub use cloudevents::CloudEvents;
 pub use modes::{Argv, ForkConfig, HttpConfig, ModeConfig, StaticConfig, WorkerConfig};
 pub use parse::{parse_bool, parse_duration, MAX_DURATION};
 pub use table::{help_text, Setting, SETTINGS};
@@ -219,6 +221,8 @@ pub struct Config {
     pub tmpdir: PathBuf,
     /// How long an idle runtime thread keeps polling before it sleeps, or `auto`.
     pub busy_poll: BusyPoll,
+    /// CloudEvents decoding and replies; `None` when `cloudevents` is off.
+    pub cloudevents: Option<CloudEvents>,
 }
 
 /// Longest `log_buffer_size` accepted (16 MiB).
@@ -345,7 +349,7 @@ impl Config {
             }
         }
         let exec_timeout = Some(r.duration(&t::EXEC_TIMEOUT)?).filter(|d| !d.is_zero());
-        // The table's default names another setting; that is the one place it does.
+        // The table's default names another setting (as ce_source's names its source).
         let healthcheck_interval = match r.raw(&t::HEALTHCHECK_INTERVAL) {
             None => write_timeout,
             Some(_) => r.duration(&t::HEALTHCHECK_INTERVAL)?,
@@ -441,6 +445,7 @@ impl Config {
             hmac_secret,
             hmac_buffer_limit: r.number(&t::HMAC_BUFFER_LIMIT)?,
             tmpdir: PathBuf::from(r.string(&t::TMPDIR).unwrap_or_default()),
+            cloudevents: cloudevents::read(&r, mode)?,
         })
     }
 

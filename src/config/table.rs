@@ -399,6 +399,33 @@ pub const WORKER_MAX_REQUESTS: Setting = Setting {
     applies: WORKER,
 };
 
+/// `cloudevents`.
+pub const CLOUDEVENTS: Setting = Setting {
+    name: "cloudevents",
+    aliases: &[],
+    default: "false",
+    help: "decode CloudEvents (binary and structured) for the function; answer as Knative Eventing expects (docs/cloudevents.md)",
+    applies: PROCESS,
+};
+
+/// `ce_source`. Its default names where it comes from; `mod.rs` resolves it.
+pub const CE_SOURCE: Setting = Setting {
+    name: "ce_source",
+    aliases: &[],
+    default: "/<K_SERVICE or hostname>",
+    help: "cloudevents: the source of reply events",
+    applies: PROCESS,
+};
+
+/// `ce_reply_type`. Its default depends on the request; `events` applies it.
+pub const CE_REPLY_TYPE: Setting = Setting {
+    name: "ce_reply_type",
+    aliases: &[],
+    default: "<type>.reply",
+    help: "cloudevents: the type of reply events (default: the incoming type with .reply appended)",
+    applies: PROCESS,
+};
+
 /// Every setting the watchdog reads, in `--help` order.
 pub const SETTINGS: &[&Setting] = &[
     &MODE,
@@ -438,6 +465,9 @@ pub const SETTINGS: &[&Setting] = &[
     &BUSY_POLL,
     &WORKERS,
     &WORKER_MAX_REQUESTS,
+    &CLOUDEVENTS,
+    &CE_SOURCE,
+    &CE_REPLY_TYPE,
 ];
 
 /// `--help` text: every setting with its env name and default.

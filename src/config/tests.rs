@@ -191,6 +191,9 @@ const CASES: &[(&str, &str, Option<&str>)] = &[
     ("busy_poll", "50us", Some("5ms")),
     ("workers", "3", Some("0")),
     ("worker_max_requests", "100", Some("-1")),
+    ("cloudevents", "true", Some("sometimes")),
+    ("ce_source", "/orders", Some("/a\nb")),
+    ("ce_reply_type", "com.example.done", Some("a\tb")),
 ];
 
 #[test]

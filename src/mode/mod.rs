@@ -43,6 +43,13 @@ pub struct Ctx {
     /// The client's IP address as a header value, for `X-Forwarded-For` (made once per
     /// connection).
     pub peer_ip: Option<::http::HeaderValue>,
+    /// Variables for this request besides the `Http_*` ones: `TRACEPARENT` and `TRACESTATE`
+    /// from the request, a CloudEvent's `CE_*` attributes. Fork and file modes put them in
+    /// the function's environment, worker mode in the request head's `env`.
+    pub env: Vec<(String, String)>,
+    /// The answer waits for the whole run, so its status says how the function ended
+    /// (streaming mode runs as serializing): a CloudEvent's status acknowledges it.
+    pub whole: bool,
 }
 
 impl Ctx {

@@ -239,7 +239,7 @@ async fn call_function(
                 .ok_or(Error::TooManyRequests(app.health.max_inflight()))?,
         );
         let req = Request::from_parts(parts, body);
-        app.function.handle(req, &ctx).await
+        crate::events::handle(&app.function, &app.config, req, ctx).await
     }
     .await;
     let mut resp = match result {

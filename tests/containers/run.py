@@ -4,9 +4,12 @@ examples, the Knative manifests and the faas-cli template layout.
 
     python3 tests/containers/run.py            # SKIPPED (exit 0) when docker is unreachable
     FWATCHDOG_REQUIRE_DOCKER=1 python3 tests/containers/run.py   # CI: no docker = failure
+    python3 tests/containers/run.py --manifests   # only the fwfn manifest checks (no docker)
 
 Python 3 standard library only (python3-yaml and Pillow are used when present; setup.sh
-installs them). Prints PASS/FAIL per check and exits 1 on any failure.
+installs them), and on the host the CloudEvents SDK (pip install cloudevents) as the client of
+the python3-cloudevents template and the order-events example. Prints PASS/FAIL per check and
+exits 1 on any failure.
 
 Environment:
   FWATCHDOG_REQUIRE_DOCKER=1   fail instead of skipping without docker
@@ -55,12 +58,13 @@ OFFICIAL_BASE = {
     "python3-http": "python:3.12-slim-bookworm",
     "python3": "python:3.12-slim-bookworm",
     "python3-file": "python:3.12-slim-bookworm",
+    "python3-cloudevents": "python:3.12-slim-bookworm",
     "node": "node:20-bookworm-slim",
     "node-classic": "node:20-bookworm-slim",
     "bash-streaming": "debian:bookworm-slim",
     "dockerfile": "debian:bookworm-slim",
 }
-EXAMPLES = ["streaming-shell", "grayscale", "protected", "json-stats", "sse-clock"]
+EXAMPLES = ["streaming-shell", "grayscale", "protected", "json-stats", "sse-clock", "order-events"]
 WORKER_TEMPLATES = ("python3", "node-classic")  # mode=worker by default
 
 START = time.monotonic()
@@ -408,7 +412,7 @@ def cleanup_containers():
 def static_checks(tmp):
     langs = sorted(d for d in os.listdir(os.path.join(ROOT, "template"))
                    if os.path.isfile(os.path.join(ROOT, "template", d, "template.yml")))
-    with check("layout: template/ holds the seven templates, templates -> template"):
+    with check("layout: template/ holds the %d templates, templates -> template" % len(OFFICIAL_BASE)):
         assert langs == sorted(OFFICIAL_BASE), "template/ languages are %s, expected %s" % (langs, sorted(OFFICIAL_BASE))
         link = os.path.join(ROOT, "templates")
         assert os.path.islink(link) and os.readlink(link) == "template", "templates must be a symlink to template"
@@ -454,7 +458,7 @@ def static_checks(tmp):
 
     with check("python templates share one fwatchdog_sdk.py"):
         texts = {l: open(os.path.join(ROOT, "template", l, "fwatchdog_sdk.py")).read()
-                 for l in ("python3", "python3-http", "python3-file")}
+                 for l in ("python3", "python3-http", "python3-file", "python3-cloudevents")}
         assert len(set(texts.values())) == 1, "fwatchdog_sdk.py differs between the python templates"
     with check("node templates share one sdk.js"):
         texts = {l: open(os.path.join(ROOT, "template", l, "sdk.js")).read() for l in ("node", "node-classic")}
@@ -582,6 +586,23 @@ def load_yaml(text):
     return yaml.safe_load(text)
 
 
+def load_yaml_all(text):
+    """Every document of a multi-document YAML stream (a Service, then a Trigger)."""
+    try:
+        import yaml
+    except ImportError:
+        if os.path.exists("/usr/bin/python3"):
+            p = subprocess.run(["/usr/bin/python3", "-c",
+                                "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(sys.stdin))))"],
+                               input=text, capture_output=True, text=True, timeout=60)
+            if p.returncode == 0:
+                return json.loads(p.stdout)
+            if "No module named" not in p.stderr:
+                raise AssertionError("YAML does not parse: %s" % p.stderr.strip()[-500:])
+        raise AssertionError("python3-yaml is needed to parse manifests (run tests/containers/setup.sh)")
+    return list(yaml.safe_load_all(text))
+
+
 _CRD_SCHEMA = []
 
 
@@ -622,6 +643,114 @@ def schema_errors(value, schema, path="$"):
         for i, item in enumerate(value):
             errors += schema_errors(item, schema["items"], "%s[%d]" % (path, i))
     return errors
+
+
+_TRIGGER_SCHEMA = []
+
+
+def trigger_schema():
+    if not _TRIGGER_SCHEMA:
+        crd = load_yaml(open(os.path.join(HERE, "knative-trigger-crd.yaml")).read())
+        version = [v for v in crd["spec"]["versions"] if v["name"] == "v1"][0]
+        _TRIGGER_SCHEMA.append(version["schema"]["openAPIV3Schema"])
+    return _TRIGGER_SCHEMA[0]
+
+
+DNS1123_SUBDOMAIN = r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
+
+
+def trigger_errors(doc):
+    """A Trigger against the CRD's openAPIV3Schema and the rules Knative's webhook adds
+    (pkg/apis/eventing/v1/trigger_validation.go, noted at the end of the CRD file)."""
+    errors = []
+    if doc.get("apiVersion") != "eventing.knative.dev/v1" or doc.get("kind") != "Trigger":
+        errors.append("not an eventing.knative.dev/v1 Trigger: %r %r" % (doc.get("apiVersion"), doc.get("kind")))
+    name = (doc.get("metadata") or {}).get("name") or ""
+    if not (re.fullmatch(DNS1123_SUBDOMAIN, name) and len(name) <= 253):
+        errors.append("metadata.name %r is not a DNS-1123 subdomain" % name)
+    # apiVersion, kind and metadata are every object's; the CRD's schema covers the rest.
+    errors += schema_errors({k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")},
+                            trigger_schema())
+    spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
+    if not (isinstance(spec.get("broker"), str) and spec["broker"]):
+        errors.append("spec.broker is required")
+    sub = spec.get("subscriber")
+    if not isinstance(sub, dict) or not (sub.get("ref") or sub.get("uri")):
+        errors.append("spec.subscriber needs a ref or a uri")
+    elif sub.get("ref"):
+        for field in ("apiVersion", "kind", "name"):
+            if not (sub["ref"].get(field) if isinstance(sub["ref"], dict) else None):
+                errors.append("spec.subscriber.ref.%s is required" % field)
+    attrs = (spec.get("filter") or {}).get("attributes") if isinstance(spec.get("filter"), dict) else None
+    for k, v in (attrs or {}).items():
+        if not re.fullmatch(r"[a-z][a-z0-9]*", k):
+            errors.append("spec.filter.attributes: %r is not ^[a-z][a-z0-9]*$" % k)
+        if not isinstance(v, str):
+            errors.append("spec.filter.attributes.%s: %r is not a string" % (k, v))
+    return errors
+
+
+def validate_trigger(doc, name, broker, filters, namespace=None):
+    errors = trigger_errors(doc)
+    assert not errors, "invalid Trigger: %s" % "; ".join(errors)
+    ref = doc["spec"]["subscriber"]["ref"]
+    assert ref == {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": name}, \
+        "the Trigger does not subscribe the Service %s: %r" % (name, ref)
+    assert doc["spec"]["broker"] == broker, "broker %r" % doc["spec"]["broker"]
+    got = (doc["spec"].get("filter") or {}).get("attributes") or {}
+    assert got == filters, "filter %r, expected %r" % (got, filters)
+    assert doc["metadata"].get("namespace") == namespace, "namespace %r" % doc["metadata"].get("namespace")
+
+
+def trigger_checks(tmp):
+    with check("trigger: the validator refuses what Knative refuses"):
+        good = {"apiVersion": "eventing.knative.dev/v1", "kind": "Trigger", "metadata": {"name": "t"},
+                "spec": {"broker": "default", "filter": {"attributes": {"type": "x"}},
+                         "subscriber": {"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "f"}}}}
+        assert trigger_errors(good) == [], trigger_errors(good)
+        bad = [
+            ("no broker", lambda d: d["spec"].pop("broker")),
+            ("empty broker", lambda d: d["spec"].update(broker="")),
+            ("no subscriber", lambda d: d["spec"].pop("subscriber")),
+            ("filter name", lambda d: d["spec"]["filter"]["attributes"].update({"Type": "x"})),
+            ("filter value", lambda d: d["spec"]["filter"]["attributes"].update(type=7)),
+            ("unknown field", lambda d: d["spec"].update(subscribers=[])),
+            ("broker type", lambda d: d["spec"].update(broker=["a"])),
+            ("name", lambda d: d["metadata"].update(name="Bad_Name")),
+        ]
+        for what, spoil in bad:
+            d = json.loads(json.dumps(good))
+            spoil(d)
+            assert trigger_errors(d), "a Trigger with a bad %s passed" % what
+    with check("manifest examples/order-events --trigger: a valid Service and Trigger"):
+        image = "registry.example.com/fn/order-events:1.0"
+        p = fwfn(["manifest", "examples/order-events", "--tag", image, "--namespace", "shop",
+                  "--trigger", "default", "--filter", "type=com.example.order.created", "--filter=source=/shop"])
+        assert "warning" not in p.stderr, "warned: %r" % p.stderr
+        docs = [d for d in load_yaml_all(p.stdout) if d is not None]
+        assert [d["kind"] for d in docs] == ["Service", "Trigger"], [d.get("kind") for d in docs]
+        validate_manifest(docs[0], "order-events", read_fn_env(os.path.join(ROOT, "examples", "order-events", "fn.env")),
+                          image)
+        validate_trigger(docs[1], "order-events", "default",
+                         {"type": "com.example.order.created", "source": "/shop"}, "shop")
+    with check("manifest --trigger without filters; a function without cloudevents gets a warning"):
+        p = fwfn(["manifest", "examples/json-stats", "--trigger", "my-broker.v2"])
+        docs = [d for d in load_yaml_all(p.stdout) if d is not None]
+        validate_trigger(docs[1], "json-stats", "my-broker.v2", {})
+        assert "cloudevents=true" in p.stderr, "no warning: %r" % p.stderr
+    with check("manifest --trigger/--filter: what Knative would refuse is a one-line error"):
+        for args, want in ((["--filter", "type=x"], "needs --trigger"),
+                           (["--trigger", "Default"], "broker name"),
+                           (["--trigger", ""], "broker name"),
+                           (["--trigger", "b", "--filter", "Type=x"], "attribute name"),
+                           (["--trigger", "b", "--filter", "my-ext=x"], "attribute name"),
+                           (["--trigger", "b", "--filter", "type"], "ATTRIBUTE=VALUE"),
+                           (["--trigger", "b", "--filter", "type="], "empty"),
+                           (["--trigger", "b", "--filter", "type=a", "--filter", "type=b"], "twice")):
+            p = fwfn(["manifest", "examples/order-events"] + args, check_rc=False)
+            err = p.stderr.strip()
+            assert p.returncode != 0 and want in err and len(err.splitlines()) == 1, \
+                "fwfn manifest %s: rc %d %r" % (" ".join(args), p.returncode, err)
 
 
 def duration_seconds(text):
@@ -738,6 +867,7 @@ def manifest_checks(tmp, skeletons):
             f.write("FN_LANG=python3\nexec_timeout=1m30s\nmax_inflight=7\n")
         doc = load_yaml(fwfn(["manifest", d]).stdout)
         validate_manifest(doc, "reserved", {"exec_timeout": "1m30s", "max_inflight": "7"}, "reserved:latest")
+    trigger_checks(tmp)
 
 
 # ---------------------------------------------------------------------------- faas-cli pull
@@ -895,6 +1025,83 @@ def template_checks(lang, normal, raw, ro):
         assert r.status == 200 and r.body == text.encode(), "read-only/uid 12345 -> %r" % r
         user = sh(["docker", "inspect", "-f", "{{.Config.User}} {{.HostConfig.ReadonlyRootfs}}", ro.name]).stdout.split()
         assert user == ["12345", "true"], "container config %r" % user
+
+
+def ce_sdk():
+    """The CloudEvents SDK on the host: the client that builds events and parses replies."""
+    import warnings
+    warnings.simplefilter("ignore", DeprecationWarning)
+    try:
+        try:
+            from cloudevents.v1.conversion import to_binary, to_structured
+            from cloudevents.v1.http import CloudEvent, from_http
+        except ImportError:
+            from cloudevents.conversion import to_binary, to_structured
+            from cloudevents.http import CloudEvent, from_http
+    except ImportError as e:
+        raise AssertionError("the CloudEvents client is missing on the host (%s): pip install cloudevents" % e)
+    return CloudEvent, to_binary, to_structured, from_http
+
+
+def ce_send(port, headers, body, method="POST"):
+    return request(port, method, "/", body, dict(headers))
+
+
+def ce_reply(r, from_http):
+    assert r.status == 200, "expected a 200 reply event, got %r" % r
+    ev = from_http({k: v for k, v in r.headers}, r.body)
+    assert ev["specversion"] == "1.0" and ev["id"] and ev["source"], "reply attributes %r" % ev
+    return ev
+
+
+def cloudevents_template_checks(normal, raw, ro):
+    """python3-cloudevents: the skeleton replies with the event's data (handle returns it)."""
+    label = "template python3-cloudevents"
+    with check("%s: /_/health and /_/ready are 200, OPTIONS is the data plane's probe" % label, normal.name):
+        for path in ("/_/health", "/_/ready"):
+            r = request(normal.port, "GET", path)
+            assert r.status == 200, "%s -> %r" % (path, r)
+        r = request(normal.port, "OPTIONS", "/")
+        assert r.status == 200 and r.header("Allow") == "POST", "OPTIONS -> %r" % r
+    with check("%s: binary and structured events get a reply event with their data" % label, normal.name):
+        CloudEvent, to_binary, to_structured, from_http = ce_sdk()
+        data = {"order": 7, "note": "héllo ✓"}
+        ev = CloudEvent({"type": "com.example.ping", "source": "/containers", "subject": "s1"}, data)
+        for to in (to_binary, to_structured):
+            headers, body = to(ev)
+            reply = ce_reply(ce_send(normal.port, dict(headers, Prefer="reply"), body), from_http)
+            assert reply["type"] == "com.example.ping.reply", "reply type %r" % reply["type"]
+            assert reply["source"].startswith("/") and reply["id"] != ev["id"], reply
+            assert reply.data == data, "reply data %r" % (reply.data,)
+        text = CloudEvent({"type": "t", "source": "/c", "datacontenttype": "text/plain"}, "héllo wörld\n")
+        headers, body = to_structured(text)
+        r = ce_send(normal.port, dict(headers, Prefer="reply"), body)
+        assert r.status == 200 and r.body == "héllo wörld\n".encode(), "text event -> %r" % r
+    with check("%s: without Prefer: reply the answer is 202; a plain request and a bad event are 400" % label,
+               normal.name):
+        CloudEvent, to_binary, to_structured, from_http = ce_sdk()
+        headers, body = to_binary(CloudEvent({"type": "t", "source": "/c"}, {"a": 1}))
+        r = ce_send(normal.port, headers, body)
+        assert r.status == 202 and r.body == b"", "no Prefer: reply -> %r" % r
+        r = request(normal.port, "POST", "/", b"hello", {"Content-Type": "text/plain"})
+        assert r.status == 400 and b"not a CloudEvent" in r.body, "plain request -> %r" % r
+        r = request(normal.port, "POST", "/", b'{"specversion":"1.0"}', {"Content-Type": "application/cloudevents+json"})
+        assert r.status == 400 and b"not a valid CloudEvent" in r.body, "invalid event -> %r" % r
+    blob = bytes(random.Random("ce").getrandbits(8) for _ in range(150_000)) + b"\xff\x00"
+    with check("%s: RAW_BODY=true: 150 kB of binary data (data_base64) comes back byte-exact" % label, raw.name):
+        CloudEvent, to_binary, to_structured, from_http = ce_sdk()
+        ev = CloudEvent({"type": "t.bin", "source": "/c", "datacontenttype": "application/octet-stream"}, blob)
+        headers, body = to_structured(ev)
+        assert b"data_base64" in body, "the SDK did not use data_base64"
+        r = ce_send(raw.port, dict(headers, Prefer="reply"), body)
+        reply = ce_reply(r, from_http)
+        assert r.body == blob, "data differs: %d bytes back, %d sent" % (len(r.body), len(blob))
+        assert reply["type"] == "t.bin.reply", reply["type"]
+    with check("%s: runs with --read-only --tmpfs /tmp --user 12345" % label, ro.name):
+        CloudEvent, to_binary, to_structured, from_http = ce_sdk()
+        headers, body = to_binary(CloudEvent({"type": "t", "source": "/c"}, [1, 2, 3]))
+        reply = ce_reply(ce_send(ro.port, dict(headers, Prefer="reply"), body), from_http)
+        assert reply.data == [1, 2, 3], reply.data
 
 
 # ---------------------------------------------------------------------------- worker mode
@@ -1103,6 +1310,7 @@ def secret_helper_checks(images, tmp):
         "python3-http": ["python3", "-c", "from fwatchdog_sdk import get_secret; print('[%s]' % get_secret('k'))"],
         "python3": ["python3", "-c", "from fwatchdog_sdk import get_secret; print('[%s]' % get_secret('k'))"],
         "python3-file": ["python3", "-c", "from fwatchdog_sdk import get_secret; print('[%s]' % get_secret('k'))"],
+        "python3-cloudevents": ["python3", "-c", "from fwatchdog_sdk import get_secret; print('[%s]' % get_secret('k'))"],
         "node": ["node", "-e", "console.log('[' + require('/home/app/sdk').get_secret('k') + ']')"],
         "node-classic": ["node", "-e", "console.log('[' + require('/home/app/sdk').get_secret('k') + ']')"],
         "bash-streaming": ["bash", "-c", ". /home/app/index.sh && v=\"$(get_secret k)\" && printf '[%s]\\n' \"$v\""],
@@ -1203,6 +1411,34 @@ def example_checks(c, key):
         r = request(port("sse-clock"), "GET", "/?count=abc")
         assert r.status == 400, "count=abc -> %r" % r
 
+    order_events_checks(c["order-events"])
+
+
+def order_events_checks(c):
+    name = c.name
+    with check("example order-events: an order event gets a confirmation event as the reply", name):
+        CloudEvent, to_binary, to_structured, from_http = ce_sdk()
+        order = {"order": "A-17", "items": [{"sku": "tea", "qty": 2, "price": 3.5}, {"sku": "cup", "qty": 1, "price": 4}]}
+        ev = CloudEvent({"type": "com.example.order.created", "source": "/shop"}, order)
+        for to in (to_binary, to_structured):
+            headers, body = to(ev)
+            reply = ce_reply(ce_send(c.port, dict(headers, Prefer="reply"), body), from_http)
+            assert reply["type"] == "com.example.order.confirmed", "reply type %r" % reply["type"]
+            assert reply.data == {"order": "A-17", "items": 2, "total": 11.0}, "reply data %r" % (reply.data,)
+    with check("example order-events: a malformed order is 400 (dropped), other types and no Prefer 202", name):
+        CloudEvent, to_binary, to_structured, from_http = ce_sdk()
+        headers, body = to_binary(CloudEvent({"type": "com.example.order.created", "source": "/shop"},
+                                             {"order": "B", "items": "none"}))
+        r = ce_send(c.port, dict(headers, Prefer="reply"), body)
+        assert r.status == 400 and b"items" in r.body, "malformed order -> %r" % r
+        headers, body = to_binary(CloudEvent({"type": "com.example.order.shipped", "source": "/shop"}, {"order": "A"}))
+        r = ce_send(c.port, dict(headers, Prefer="reply"), body)
+        assert r.status == 202 and r.body == b"", "another type -> %r" % r
+        headers, body = to_binary(CloudEvent({"type": "com.example.order.created", "source": "/shop"},
+                                             {"order": "C", "items": []}))
+        r = ce_send(c.port, headers, body)
+        assert r.status == 202 and r.body == b"", "no Prefer: reply -> %r" % r
+
 
 def _accumulate(pieces):
     seen = b""
@@ -1214,7 +1450,29 @@ def _accumulate(pieces):
 # ---------------------------------------------------------------------------- main
 
 
+def manifests_only():
+    """The fwfn manifest checks alone (Knative Services and Triggers against their CRDs), which
+    need no docker: tests/manifests.rs runs them with cargo test."""
+    tmp = tempfile.mkdtemp(prefix="fwatchdog-manifests-")
+    try:
+        proj = os.path.join(tmp, "skeletons")
+        os.makedirs(proj)
+        langs = sorted(d for d in os.listdir(os.path.join(ROOT, "template"))
+                       if os.path.isfile(os.path.join(ROOT, "template", d, "template.yml")))
+        skeletons = []
+        for lang in langs:
+            d = os.path.join(proj, "sk-" + lang)
+            fwfn(["new", d, "--lang", lang])
+            skeletons.append(d)
+        manifest_checks(tmp, skeletons)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return summary()
+
+
 def main():
+    if sys.argv[1:] == ["--manifests"]:
+        return manifests_only()
     ok, why = docker_available()
     if not ok:
         banner = "#" * 72
@@ -1372,7 +1630,10 @@ def run_all(tmp, build_dir):
             wait_healthy(c.port)
 
     for lang, (normal, raw, ro) in started.items():
-        template_checks(lang, normal, raw, ro)
+        if lang == "python3-cloudevents":
+            cloudevents_template_checks(normal, raw, ro)
+        else:
+            template_checks(lang, normal, raw, ro)
     for lang, containers in worker_started.items():
         worker_template_checks(lang, *containers)
         if containers[3]:

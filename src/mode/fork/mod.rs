@@ -76,7 +76,8 @@ impl Fork {
         &self.settings
     }
 
-    /// Spawns the function for one request: CGI env, `extra_args` appended, `extra_env` set.
+    /// Spawns the function for one request: CGI env, the request's own variables
+    /// ([`Ctx::env`]), `extra_args` appended, `extra_env` set.
     pub fn start(
         &self,
         parts: &http::request::Parts,
@@ -91,6 +92,7 @@ impl Fork {
         if self.settings.cgi_headers {
             cmd.envs(cgi::request_env(parts, &ctx.call_id));
         }
+        cmd.envs(ctx.env.iter().map(|(k, v)| (k, v)));
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
@@ -134,6 +136,7 @@ impl Fork {
     pub async fn handle(&self, req: Request<ReqBody>, ctx: &Ctx) -> Result<Response<Body>, Error> {
         match self.config.mode {
             Mode::Serializing => self.serializing(req, ctx).await,
+            _ if ctx.whole => self.serializing(req, ctx).await,
             _ => self.streaming(req, ctx).await,
         }
     }

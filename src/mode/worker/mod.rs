@@ -89,11 +89,12 @@ impl Workers {
         let (parts, body) = req.into_parts();
         let limit = self.config.buffered_body_limit();
         let body = crate::body::read_body(body, limit, ctx.read_deadline).await?;
-        let env = if self.settings.cgi_headers {
+        let mut env = if self.settings.cgi_headers {
             crate::cgi::request_env(&parts, &ctx.call_id)
         } else {
             Vec::new()
         };
+        env.extend(ctx.env.iter().cloned());
         let remaining = ctx
             .deadline
             .map(|d| d.saturating_duration_since(Instant::now()));
