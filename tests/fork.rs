@@ -410,7 +410,7 @@ fn long_stderr_lines_are_split_never_dropped() {
     assert_eq!(wd.get("/").unwrap().status, 200);
     assert!(eventually(Duration::from_secs(2), || wd
         .log()
-        .contains("short-line-after")));
+        .contains("stderr: short-line-after")));
     let log = wd.log();
     let pieces: Vec<&str> = log.lines().filter(|l| l.contains("stderr: a")).collect();
     assert_eq!(pieces.len(), 3, "2500 bytes at 1000 per line:\n{log}");
