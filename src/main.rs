@@ -3,21 +3,6 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-#[cfg(target_env = "musl")]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// mimalloc commits its arenas eagerly where the kernel overcommits; with transparent huge
-/// pages that made an idle watchdog 8-12 MB resident instead of 2-3 MB. Committing on
-/// demand keeps the speed and gives the memory back.
-#[cfg(target_env = "musl")]
-fn lean_allocator() {
-    /// `mi_option_arena_eager_commit` in mimalloc 2's `mi_option_e`.
-    const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
-    // SAFETY: mi_option_set only stores an integer option; no allocation is in flight.
-    unsafe { libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0) };
-}
-
 use std::collections::HashMap;
 use std::process::ExitCode;
 
@@ -78,8 +63,6 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Cli, String> {
 }
 
 fn main() -> ExitCode {
-    #[cfg(target_env = "musl")]
-    lean_allocator();
     let cli = match parse_args(std::env::args().skip(1)) {
         Ok(cli) => cli,
         Err(e) => {
