@@ -167,3 +167,14 @@ impl Function {
         }
     }
 }
+
+/// `fut`'s output, or `None` if `deadline` passes first (no deadline: it always finishes).
+pub(crate) async fn within<F: std::future::Future>(
+    deadline: Option<Instant>,
+    fut: F,
+) -> Option<F::Output> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
+        None => Some(fut.await),
+    }
+}

@@ -127,7 +127,12 @@ impl FileMode {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         // The request's folder goes once the last byte is out or the client goes away.
         let body = Guarded::wrap(FileBody::boxed(file, len, READ_CHUNK), scratch);
-        Ok(fork::response(self.fork.settings(), c.code, headers, body))
+        Ok(fork::response(
+            &self.fork.settings().content_type,
+            c.code,
+            headers,
+            body,
+        ))
     }
 
     /// Streams the body into `dir/input.<ext>` within the read deadline and size limit, and

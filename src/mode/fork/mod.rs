@@ -245,7 +245,12 @@ impl Fork {
             if let Some(len) = length {
                 headers.insert(header::CONTENT_LENGTH, len);
             }
-            return Ok(response(&self.settings, status, headers, body::full(body)));
+            return Ok(response(
+                &self.settings.content_type,
+                status,
+                headers,
+                body::full(body),
+            ));
         }
         // Streamed: the declared length is dropped and the watchdog frames the body (chunked),
         // so a wrong one can neither cut the body short nor run into the next response.
@@ -259,7 +264,7 @@ impl Fork {
             metrics: self.metrics.clone(),
         };
         Ok(response(
-            &self.settings,
+            &self.settings.content_type,
             status,
             headers,
             body.boxed_unsync(),
@@ -415,13 +420,13 @@ fn spawn_error(argv: &Argv) -> impl Fn(std::io::Error) -> Error + '_ {
 /// The response to send: the function's status and headers, with the configured
 /// Content-Type when the function set none.
 pub fn response(
-    config: &ForkConfig,
+    content_type: &str,
     code: StatusCode,
     mut headers: HeaderMap,
     body: Body,
 ) -> Response<Body> {
     if !headers.contains_key(header::CONTENT_TYPE) {
-        if let Ok(v) = HeaderValue::from_str(&config.content_type) {
+        if let Ok(v) = HeaderValue::from_str(content_type) {
             headers.insert(header::CONTENT_TYPE, v);
         }
     }
@@ -462,7 +467,7 @@ fn exit_response(
     } else {
         out
     };
-    response(config, code, headers, body::full(out))
+    response(&config.content_type, code, headers, body::full(out))
 }
 
 async fn wait_deadline(deadline: &mut Option<std::pin::Pin<Box<Sleep>>>) {

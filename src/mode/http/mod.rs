@@ -30,14 +30,13 @@ use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::time::Instant;
 
 use crate::body::{Body, BoxError, ReqBody};
 use crate::config::{Config, ConfigError, HttpConfig, Upstream};
 use crate::error::Error;
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::mode::{Ctx, Shared};
+use crate::mode::{within, Ctx, Shared};
 use crate::process::LogOptions;
 use upstream::{Pool, Reply, SendError};
 
@@ -337,14 +336,6 @@ impl Proxy {
         Ok(http_body_util::Full::new(bytes)
             .map_err(|e| match e {})
             .boxed_unsync())
-    }
-}
-
-/// `fut`'s output, or `None` if `deadline` passes first.
-async fn within<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
-    match deadline {
-        Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
-        None => Some(fut.await),
     }
 }
 

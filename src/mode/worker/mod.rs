@@ -14,7 +14,6 @@ pub mod protocol;
 
 use std::sync::Arc;
 
-use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use tokio::time::Instant;
 
@@ -22,7 +21,7 @@ use crate::body::{Body, ReqBody};
 use crate::config::{Config, ConfigError, WorkerConfig};
 use crate::error::Error;
 use crate::health::Health;
-use crate::mode::{Ctx, Shared};
+use crate::mode::{within, Ctx, Shared};
 
 use pool::{ExchangeError, Pool, PoolSettings};
 
@@ -121,22 +120,11 @@ impl Workers {
             Some(Ok(answer)) => answer,
         };
         lease.release();
-        let mut resp = Response::new(crate::body::full(out));
-        *resp.status_mut() = head.status;
-        *resp.headers_mut() = head.headers;
-        if !resp.headers().contains_key(header::CONTENT_TYPE) {
-            if let Ok(v) = HeaderValue::from_str(&self.settings.content_type) {
-                resp.headers_mut().insert(header::CONTENT_TYPE, v);
-            }
-        }
-        Ok(resp)
-    }
-}
-
-/// `fut`'s output, or `None` if `deadline` passes first.
-async fn within<F: std::future::Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
-    match deadline {
-        Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
-        None => Some(fut.await),
+        Ok(crate::mode::fork::response(
+            &self.settings.content_type,
+            head.status,
+            head.headers,
+            crate::body::full(out),
+        ))
     }
 }

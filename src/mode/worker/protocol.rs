@@ -162,17 +162,11 @@ pub fn parse_response_head(line: &[u8], max_length: u64) -> Result<ResponseHead,
     })
 }
 
-/// Headers the watchdog sets itself: the body is framed from `length`, and the connection
-/// is the watchdog's.
+/// Headers the watchdog sets itself: the ones no CGI function may set either, and
+/// Content-Length (the body is framed from `length`) and the internal marker.
 fn framing(name: &HeaderName) -> bool {
-    name == header::CONTENT_LENGTH
-        || name == header::TRANSFER_ENCODING
-        || name == header::CONNECTION
-        || name == header::TRAILER
-        || name == header::TE
-        || name == header::UPGRADE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
+    crate::cgi::FRAMING_HEADERS.contains(name)
+        || name == header::CONTENT_LENGTH
         || name.as_str() == crate::error::INTERNAL_HEADER
 }
 
