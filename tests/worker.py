@@ -9,6 +9,7 @@ Usage: worker.py [--die-at-start] [--log PATH]
 /exit      exits at once without answering (os._exit(7))
 /print     prints to stdout and stderr, then answers "printed"
 /garbage   writes a head line that is not JSON
+/extra     answers "ok", then writes bytes past the answer's length
 /forkwait  starts a grandchild that sleeps (marker in argv), then sleeps itself
 """
 
@@ -64,6 +65,9 @@ while True:
         print("hello from the worker's stdout", flush=True)
         print("and from its stderr", file=sys.stderr, flush=True)
         answer(b"printed")
+    elif path == "/extra":
+        out.write(b'{"length":2}\nokEXTRA{"length":5}\nSTALE')
+        out.flush()
     elif path == "/garbage":
         out.write(b"this is not json\n")
         out.flush()

@@ -174,6 +174,18 @@ fn a_worker_that_exits_or_writes_garbage_fails_only_its_request() {
 }
 
 #[test]
+fn bytes_past_an_answer_never_become_the_next_answer() {
+    let wd = start(&[("workers", "1")], &[]);
+    let first = pid_of(&wd);
+    let r = wd.get("/extra").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    // The worker is out of step: the next request gets a fresh one, not "STALE".
+    let r = wd.post("/echo", b"fresh").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "fresh"));
+    assert_ne!(pid_of(&wd), first);
+}
+
+#[test]
 fn what_a_worker_prints_is_logged_and_the_protocol_holds() {
     let wd = start(&[("workers", "1")], &[]);
     for _ in 0..3 {

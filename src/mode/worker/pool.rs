@@ -115,19 +115,28 @@ impl Pool {
         let mut idle = self.idle_rx.lock().await;
         loop {
             let mut worker = idle.recv().await?;
-            match worker.proc.exited() {
-                None => {
-                    self.metrics.worker_taken(asked.elapsed());
-                    return Some(Lease {
-                        worker: Some(worker),
-                        pool: self.clone(),
-                    });
-                }
-                Some(status) => {
-                    tracing::warn!(slot = worker.slot, exit = %describe_exit(&status), "worker exited while idle; replacing it");
-                    self.lost(worker.slot);
-                }
+            if let Some(status) = worker.proc.exited() {
+                tracing::warn!(slot = worker.slot, exit = %describe_exit(&status), "worker exited while idle; replacing it");
+                self.lost(worker.slot);
+                continue;
             }
+            if worker.out_of_step() {
+                // Its next "answer" would be the rest of an earlier one: another request
+                // would get it. The worker's stream cannot be trusted any more.
+                tracing::warn!(
+                    slot = worker.slot,
+                    "worker wrote past its answer's length; replacing it"
+                );
+                let slot = worker.slot;
+                worker.proc.kill();
+                self.lost(slot);
+                continue;
+            }
+            self.metrics.worker_taken(asked.elapsed());
+            return Some(Lease {
+                worker: Some(worker),
+                pool: self.clone(),
+            });
         }
     }
 
@@ -315,6 +324,19 @@ async fn read_line(r: &mut BufReader<pipe::Receiver>) -> io::Result<Vec<u8>> {
 }
 
 impl Worker {
+    /// True when descriptor 3 holds bytes no request asked for (or is closed): read
+    /// without waiting, from the buffer and then the pipe.
+    fn out_of_step(&mut self) -> bool {
+        if !self.responses.buffer().is_empty() {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        !matches!(
+            self.responses.get_ref().try_read(&mut probe),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock
+        )
+    }
+
     /// Closes stdin and stops the group (SIGTERM, SIGKILL after the grace); how it ended.
     async fn stop(self) -> String {
         drop(self.stdin);
@@ -364,11 +386,19 @@ impl Lease {
             protocol::parse_response_head(&line, max_length).map_err(ExchangeError::Broken)?;
         let len = usize::try_from(resp.length)
             .map_err(|_| ExchangeError::Broken("length does not fit in memory".into()))?;
-        let mut out = vec![0u8; len];
-        w.responses
-            .read_exact(&mut out)
+        // Grown as the bytes arrive: a worker that claims 64 MiB and sends nothing costs
+        // nothing but its wait.
+        let mut out = Vec::with_capacity(len.min(SMALL_REQUEST));
+        let got = (&mut w.responses)
+            .take(resp.length)
+            .read_to_end(&mut out)
             .await
             .map_err(|e| broken(&format!("reading the {len}-byte response body"), e))?;
+        if got < len {
+            return Err(ExchangeError::Broken(format!(
+                "reading the {len}-byte response body: descriptor 3 closed after {got} bytes"
+            )));
+        }
         Ok((resp, out))
     }
 
