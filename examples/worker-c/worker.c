@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define RESPONSES 3
@@ -139,7 +140,17 @@ int main(void)
 			"{\"status\":200,\"headers\":[[\"content-type\",\"text/plain\"],"
 			"[\"x-worker-pid\",\"%ld\"],[\"x-worker-requests\",\"%lu\"]],\"length\":%ld}\n",
 			(long)getpid(), served, length);
-		write_all(RESPONSES, head, (size_t)h);
-		write_all(RESPONSES, body, (size_t)length);
+		/* Head and body in one write when the pipe takes them: one wake-up of the
+		 * watchdog instead of two. */
+		struct iovec iov[2] = { { head, (size_t)h }, { body, (size_t)length } };
+		ssize_t w = writev(RESPONSES, iov, 2);
+		if (w < 0)
+			w = 0;
+		if ((size_t)w < (size_t)h) {
+			write_all(RESPONSES, head + w, (size_t)h - (size_t)w);
+			write_all(RESPONSES, body, (size_t)length);
+		} else {
+			write_all(RESPONSES, body + (w - h), (size_t)length - (size_t)(w - h));
+		}
 	}
 }
