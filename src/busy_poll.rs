@@ -17,8 +17,9 @@
 //!   runnable on its CPU (the function, most likely) runs first. In front of a function
 //!   that keeps both CPUs busy, polling then costs 1 % of throughput or less.
 //!
-//! `auto` (the default) sets a budget of [`AUTO_BUDGET`] in http mode when the watchdog may
-//! use at least two CPUs (affinity and cgroup quota both count): on one CPU, or under a
+//! `auto` (the default) sets a budget of [`AUTO_BUDGET`] in http and worker mode (the two
+//! that wait on a warm process for every answer) when the watchdog may use at least two
+//! CPUs (affinity and cgroup quota both count): on one CPU, or under a
 //! quota of less than two, spinning would take time from the function itself.
 //!
 //! The runtime's `on_thread_park` hook does the polling. It watches the runtime's own epoll
@@ -88,7 +89,7 @@ fn average(avg_ns: u64, took: Duration) -> u64 {
 pub fn resolve(setting: BusyPoll, mode: Mode, cpus: usize) -> Duration {
     match setting {
         BusyPoll::Budget(d) => d,
-        BusyPoll::Auto if mode == Mode::Http && cpus >= 2 => AUTO_BUDGET,
+        BusyPoll::Auto if matches!(mode, Mode::Http | Mode::Worker) && cpus >= 2 => AUTO_BUDGET,
         BusyPoll::Auto => Duration::ZERO,
     }
 }
@@ -244,9 +245,11 @@ mod tests {
     }
 
     #[test]
-    fn auto_polls_in_http_mode_with_two_cpus_or_more() {
+    fn auto_polls_in_http_and_worker_mode_with_two_cpus_or_more() {
         let d = Duration::from_micros(30);
         assert_eq!(resolve(BusyPoll::Auto, Mode::Http, 2), AUTO_BUDGET);
+        assert_eq!(resolve(BusyPoll::Auto, Mode::Worker, 2), AUTO_BUDGET);
+        assert_eq!(resolve(BusyPoll::Auto, Mode::Worker, 1), Duration::ZERO);
         assert_eq!(resolve(BusyPoll::Auto, Mode::Http, 1), Duration::ZERO);
         assert_eq!(resolve(BusyPoll::Auto, Mode::Streaming, 8), Duration::ZERO);
         assert_eq!(resolve(BusyPoll::Budget(d), Mode::Streaming, 1), d);

@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::busy_poll::{assert_sleeps_when_idle, busy_poll_chosen, two_cpus};
 use common::*;
 
 const WORKER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/worker.py");
@@ -373,4 +374,20 @@ fn children(of: u32) -> Vec<u32> {
         .filter(|(_, ppid, _)| *ppid == of)
         .map(|(pid, _, _)| pid)
         .collect()
+}
+
+#[test]
+fn busy_poll_auto_polls_in_worker_mode_with_two_cpus_and_sleeps_when_idle() {
+    if !two_cpus("busy_poll_auto_polls_in_worker_mode_with_two_cpus_and_sleeps_when_idle") {
+        return;
+    }
+    // The watchdog waits on a warm process for every answer, as in http mode.
+    let wd = start(&[("workers", "1")], &[]);
+    assert_eq!(busy_poll_chosen(&wd), "busy_poll=\"100us\"", "{}", wd.log());
+    for _ in 0..200 {
+        assert_eq!(wd.post("/echo", b"x").unwrap().status, 200);
+    }
+    assert_sleeps_when_idle(&wd);
+    let off = start(&[("workers", "1"), ("busy_poll", "0")], &[]);
+    assert_eq!(busy_poll_chosen(&off), "busy_poll=\"0s\"");
 }

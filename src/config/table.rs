@@ -377,7 +377,7 @@ pub const BUSY_POLL: Setting = Setting {
     name: "busy_poll",
     aliases: &[],
     default: "auto",
-    help: "keep polling this long before sleeping (e.g. 100us, max 1ms): less latency, more CPU; 0 = off; auto = 100us in http mode with 2+ CPUs",
+    help: "keep polling this long before sleeping (e.g. 100us, max 1ms): less latency, more CPU; 0 = off; auto = 100us in http and worker mode with 2+ CPUs",
     applies: ALL,
 };
 

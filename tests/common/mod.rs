@@ -3,6 +3,8 @@
 //! also send malformed, slow or abandoned requests).
 #![allow(dead_code)]
 
+pub mod busy_poll;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
