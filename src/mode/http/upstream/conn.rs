@@ -21,6 +21,8 @@ pub(super) struct Conn {
     pub(super) rd: Rd,
     pub(super) wr: Option<Wr>,
     pub(super) buf: BytesMut,
+    /// The request head being sent, a buffer reused for every request on the connection.
+    pub(super) wire: Vec<u8>,
     pub(super) reused: bool,
     /// How long it may sit idle in the pool (the upstream's Keep-Alive timeout may shorten it).
     pub(super) keep: Duration,
@@ -198,6 +200,7 @@ pub(super) async fn connect(upstream: &Upstream) -> io::Result<Conn> {
         rd,
         wr: Some(wr),
         buf: BytesMut::with_capacity(8 * 1024),
+        wire: Vec::with_capacity(512),
         reused: false,
         keep: IDLE_FOR,
     })

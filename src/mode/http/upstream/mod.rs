@@ -162,13 +162,14 @@ impl Pool {
         } else {
             None
         };
-        let mut wire = Vec::with_capacity(512);
-        write_head(&mut wire, head, framing == Some(ReqFraming::Chunked));
         let retryable = framing.is_none() && idempotent(head.method);
-        let conn = self.checkout(retryable).await?;
+        let mut conn = self.checkout(retryable).await?;
+        // The head goes into the connection's own buffer, kept from request to request: a
+        // fresh one each time made musl's allocator map and unmap a page every few requests.
+        conn.wire.clear();
+        write_head(&mut conn.wire, head, framing == Some(ReqFraming::Chunked));
         if let Some(framing) = framing {
-            // Never retried, so the head is handed over whole instead of copied.
-            let out = Outgoing::WithBody(wire, body, framing, read_deadline);
+            let out = Outgoing::WithBody(body, framing, read_deadline);
             return self
                 .exchange(conn, out, head.method, upgrade)
                 .await
@@ -176,13 +177,14 @@ impl Pool {
         }
         let retry = conn.reused && retryable;
         match self
-            .exchange(conn, Outgoing::Head(&wire), head.method, upgrade)
+            .exchange(conn, Outgoing::Head, head.method, upgrade)
             .await
         {
             Err(Failure::BeforeAnswer(why)) if retry => {
                 tracing::debug!(error = %why, "reused upstream connection failed; retrying once");
-                let conn = connect(&self.upstream).await.map_err(connect_error)?;
-                self.exchange(conn, Outgoing::Head(&wire), head.method, upgrade)
+                let mut conn = connect(&self.upstream).await.map_err(connect_error)?;
+                write_head(&mut conn.wire, head, false);
+                self.exchange(conn, Outgoing::Head, head.method, upgrade)
                     .await
                     .map_err(Failure::into_send_error)
             }
@@ -290,7 +292,7 @@ impl Pool {
     async fn exchange(
         self: &Arc<Self>,
         mut conn: Conn,
-        out: Outgoing<'_>,
+        out: Outgoing,
         method: &Method,
         upgrade: bool,
     ) -> Result<Reply, Failure> {
@@ -299,13 +301,16 @@ impl Pool {
         };
         let mut pump: Option<Upload> = None;
         match out {
-            Outgoing::Head(wire) => {
-                if let Err(e) = wr.write_all(wire).await {
+            Outgoing::Head => {
+                if let Err(e) = wr.write_all(&conn.wire).await {
                     return Err(Failure::BeforeAnswer(format!("writing request: {e}")));
                 }
                 conn.wr = Some(wr);
             }
-            Outgoing::WithBody(wire, body, framing, deadline) => {
+            Outgoing::WithBody(body, framing, deadline) => {
+                // The upload owns the head from here (it may gather the first body bytes
+                // into it); the connection starts a new buffer next time.
+                let wire = std::mem::take(&mut conn.wire);
                 let state = UploadState::new(framing.declared());
                 let fut = send_body(wr, wire, body, framing, deadline, state.clone());
                 pump = Some(Upload::new(Box::pin(fut), state));
@@ -404,9 +409,11 @@ impl Pool {
 
 /// What an exchange sends: a bodiless request's head (borrowed, as a retry sends it again),
 /// or a head and the body to pump after it, with the body's framing and read deadline.
-enum Outgoing<'a> {
-    Head(&'a [u8]),
-    WithBody(Vec<u8>, ReqBody, ReqFraming, Instant),
+enum Outgoing {
+    /// The head in the connection's `wire` buffer, nothing after it.
+    Head,
+    /// The head in `wire`, then this body, framed so, read by this deadline.
+    WithBody(ReqBody, ReqFraming, Instant),
 }
 
 fn connect_error(e: io::Error) -> SendError {
