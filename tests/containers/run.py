@@ -433,7 +433,7 @@ def static_checks(tmp):
         dockerfile = os.path.join(tdir, "function", "Dockerfile") if lang == "dockerfile" else os.path.join(tdir, "Dockerfile")
         with check("template %s: Dockerfile conventions" % lang):
             text = open(dockerfile).read()
-            assert "ARG WATCHDOG_IMAGE=ghcr.io/fwatchdog/fwatchdog:latest" in text, "no ARG WATCHDOG_IMAGE default"
+            assert "ARG WATCHDOG_IMAGE=fwatchdog:latest" in text, "no ARG WATCHDOG_IMAGE default"
             assert re.search(r"^FROM \$\{WATCHDOG_IMAGE\} AS watchdog$", text, re.M), "no FROM ${WATCHDOG_IMAGE} AS watchdog"
             assert "COPY --from=watchdog /fwatchdog /usr/bin/fwatchdog" in text, "watchdog not copied to /usr/bin/fwatchdog"
             assert "ARG BASE_IMAGE=%s" % OFFICIAL_BASE[lang] in text, "no ARG BASE_IMAGE=%s" % OFFICIAL_BASE[lang]
@@ -950,6 +950,113 @@ def template_pull_checks(tmp):
 
 
 # ---------------------------------------------------------------------------- build
+
+
+def quick_start_checks(tmp):
+    """The README's container quick start, literally, in a fresh clone, with no watchdog
+    image and no WATCHDOG_IMAGE: fwfn must make fwatchdog:latest itself."""
+    with check("quick start: a fresh clone builds and runs hello without WATCHDOG_IMAGE (fwfn makes fwatchdog:latest)"):
+        clone = os.path.join(tmp, "quick-start")
+        sh(["git", "clone", "-q", "file://" + os.path.join(tmp, "snapshot"), clone])
+        sh(["docker", "rmi", "-f", "fwatchdog:latest"], check_rc=False)
+        # The templates' default base image cannot be pulled here: the local Debian image
+        # stands in under its name, so the commands below are the README's, unchanged.
+        base = re.search(r"^ARG BASE_IMAGE=(\S+)$",
+                         open(os.path.join(clone, "template", "python3-http", "Dockerfile")).read(), re.M).group(1)
+        sh(["docker", "tag", BASE_IMAGE, base])
+        # The clone's cargo build reuses this checkout's compiled crates (same sources).
+        env = dict(os.environ, CARGO_TARGET_DIR=os.path.join(ROOT, "target"))
+        sh(["./fwfn", "new", "hello", "--lang", "python3-http"], cwd=clone, env=env)
+        p = sh(["./fwfn", "build", "hello"], cwd=clone, env=env, timeout=900)
+        assert "fwatchdog:latest does not exist" in p.stderr, "fwfn did not say it builds the watchdog image: %r" % p.stderr[-500:]
+        assert sh(["docker", "image", "inspect", "fwatchdog:latest"], check_rc=False).returncode == 0, "no fwatchdog:latest"
+        port = free_port()
+        sh(["docker", "rm", "-f", "fwatchdog-test-quick-start"], check_rc=False)
+        sh(["./fwfn", "run", "hello", "-p", "127.0.0.1:%d" % port, "-d", "--name", "fwatchdog-test-quick-start",
+            "--", "--label", LABEL], cwd=clone, env=env)
+        c = Container("fwatchdog-test-quick-start", port, "hello:latest")
+        CONTAINERS.append(c)
+        wait_healthy(port)
+        r = request(port, "POST", "/", body=b"world")
+        assert r.status == 200, "quick start function answered %d" % r.status
+        p = sh(["./fwfn", "manifest", "hello"], cwd=clone, env=env)
+        assert "names no registry" in p.stderr, "fwfn manifest did not warn about hello:latest: %r" % p.stderr
+        assert "kind: Service" in p.stdout, "fwfn manifest still writes the Service"
+    with check("fwfn build: with the watchdog image missing and nothing to build it from, one line names WATCHDOG_IMAGE"):
+        lone = os.path.join(tmp, "lone-fwfn")
+        os.makedirs(lone)
+        shutil.copy(os.path.join(clone, "fwfn"), lone)
+        shutil.copytree(os.path.join(clone, "template"), os.path.join(lone, "template"), symlinks=True)
+        sh(["docker", "tag", "fwatchdog:latest", "fwatchdog-test/saved:latest"])
+        sh(["docker", "rmi", "fwatchdog:latest"])
+        try:
+            sh(["./fwfn", "new", "lone", "--lang", "python3-http"], cwd=lone)
+            p = sh(["./fwfn", "build", "lone"], cwd=lone, check_rc=False)
+            last = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ""
+            assert p.returncode != 0 and "WATCHDOG_IMAGE" in last and "docker build -f images/watchdog/Dockerfile" in last, \
+                "rc %d, last line %r" % (p.returncode, last)
+        finally:
+            sh(["docker", "tag", "fwatchdog-test/saved:latest", "fwatchdog:latest"], check_rc=False)
+            sh(["docker", "rmi", "fwatchdog-test/saved:latest"], check_rc=False)
+
+
+def faas_cli_path():
+    """The real faas-cli: FAAS_CLI, else the peers folder next to the repository."""
+    path = os.environ.get("FAAS_CLI") or os.path.join(ROOT, "..", "shared", "peers", "faas-cli")
+    return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+
+
+def faas_cli_checks(tmp, langs):
+    """faas-cli itself (not our imitation of it) on a clone of this repository."""
+    cli = faas_cli_path()
+    if not cli:
+        log("SKIP faas-cli checks: no faas-cli binary (set FAAS_CLI to one)")
+        return
+    snap = os.path.join(tmp, "snapshot")
+    env = dict(os.environ, HOME=os.path.join(tmp, "faas-home"))
+    projects = {}
+    with check("faas-cli: template pull of a clone, then new for every template"):
+        for lang in langs:
+            proj = os.path.join(tmp, "faas-" + lang)
+            os.makedirs(proj)
+            sh([cli, "template", "pull", snap], cwd=proj, env=env)
+            sh([cli, "new", "fc-" + lang, "--lang", lang], cwd=proj, env=env)
+            assert os.path.isfile(os.path.join(proj, "stack.yaml")), "%s: faas-cli new wrote no stack.yaml" % lang
+            projects[lang] = proj
+    proj = projects.get("python3-http")
+    if not proj:
+        return
+    with check("faas-cli: build python3-http, and the image serves"):
+        sh([cli, "build", "-f", "stack.yaml", "--build-arg", "WATCHDOG_IMAGE=" + WATCHDOG_IMAGE,
+            "--build-arg", "BASE_IMAGE=" + BASE_IMAGE], cwd=proj, env=env, timeout=900)
+        image = "fc-python3-http:latest"
+        assert sh(["docker", "image", "inspect", image], check_rc=False).returncode == 0, "no image %s" % image
+        port = free_port()
+        name = "fwatchdog-test-faas-cli"
+        sh(["docker", "rm", "-f", name], check_rc=False)
+        sh(["docker", "run", "-d", "--name", name, "--label", LABEL, "-p", "127.0.0.1:%d:8080" % port, image])
+        c = Container(name, port, image)
+        CONTAINERS.append(c)
+        wait_healthy(port)
+        assert request(port, "POST", "/", body=b"x").status == 200, "faas-cli's image did not answer 200"
+    with check("faas-cli: build --build-option dev passes the template's build_options as ADDITIONAL_PACKAGE"):
+        # A docker that only records its arguments: installing packages needs a Debian
+        # mirror, which the containers here cannot reach; what faas-cli asks for is the point.
+        fake = os.path.join(tmp, "fake-docker")
+        os.makedirs(fake)
+        with open(os.path.join(fake, "docker"), "w") as f:
+            f.write('#!/bin/sh\nprintf "%s\\n" "$*" >> "$0.log"\n')
+        os.chmod(os.path.join(fake, "docker"), 0o755)
+        fenv = dict(env, PATH=fake + ":" + os.environ["PATH"])
+        sh([cli, "build", "-f", "stack.yaml", "--build-option", "dev"], cwd=proj, env=fenv)
+        logged = open(os.path.join(fake, "docker.log")).read()
+        assert "ADDITIONAL_PACKAGE=build-essential" in logged, "docker was called with: %r" % logged[-500:]
+    with check("faas-cli: generate --api=serving.knative.dev/v1 matches the Knative Service CRD"):
+        out = sh([cli, "generate", "--api=serving.knative.dev/v1", "-f", "stack.yaml"], cwd=proj, env=env).stdout
+        docs = [d for d in load_yaml_all(out) if d]
+        assert docs and docs[0].get("kind") == "Service", "no Service in %r" % out[:300]
+        errors = schema_errors(docs[0], crd_schema())
+        assert not errors, "does not match the Service CRD: %s" % "; ".join(errors[:10])
 
 
 def build_image(fn_dir, tag, cwd=None, build_dir=None):
@@ -1549,6 +1656,8 @@ def run_all(tmp, build_dir):
 
     manifest_checks(tmp, skeleton_dirs)
     template_pull_checks(tmp)
+    quick_start_checks(tmp)
+    faas_cli_checks(tmp, langs)
 
     if not setup_ok:
         print("FAIL setup: no watchdog or base image, container checks not run", flush=True)
