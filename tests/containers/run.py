@@ -1042,7 +1042,7 @@ def faas_cli_checks(tmp, langs):
     with check("faas-cli: build --build-option dev passes the template's build_options as ADDITIONAL_PACKAGE"):
         # A docker that only records its arguments: installing packages needs a Debian
         # mirror, which the containers here cannot reach; what faas-cli asks for is the point.
-        fake = os.path.join(tmp, "fake-docker")
+        fake = os.path.join(tmp, "faas-cli-docker")
         os.makedirs(fake)
         with open(os.path.join(fake, "docker"), "w") as f:
             f.write('#!/bin/sh\nprintf "%s\\n" "$*" >> "$0.log"\n')
