@@ -16,7 +16,6 @@ Environment:
   FWATCHDOG_BIN=path           use this static binary instead of target/x86_64-unknown-linux-musl
   FWATCHDOG_TEST_BASE_IMAGE    base image for every template (default: a local Debian image
                                built with debootstrap: fwatchdog-test/base:bookworm)
-  FWATCHDOG_TEST_PORT_BASE     first host port (default 18080)
   FWATCHDOG_TEST_KEEP=1        leave the containers running at the end
   FWATCHDOG_DEBIAN_MIRROR      mirror for debootstrap (default http://deb.debian.org/debian)
   FWATCHDOG_TEST_RUST_IMAGE    also build images/watchdog/Dockerfile from source with this
@@ -50,7 +49,6 @@ WATCHDOG_IMAGE = "fwatchdog-test/watchdog:dev"
 BASE_IMAGE = os.environ.get("FWATCHDOG_TEST_BASE_IMAGE", "fwatchdog-test/base:bookworm")
 BASE_PACKAGES = "python3,python3-pil,python3-pip,nodejs,bash,passwd"
 LABEL = "fwatchdog-test=1"
-PORT_BASE = int(os.environ.get("FWATCHDOG_TEST_PORT_BASE", "18080"))
 KEEP = os.environ.get("FWATCHDOG_TEST_KEEP") == "1"
 RESERVED_PORTS = {8012, 8013, 8022, 9090, 9091, 8008}
 RESERVED_ENV = {"PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION"}
@@ -70,7 +68,6 @@ WORKER_TEMPLATES = ("python3", "node-classic")  # mode=worker by default
 START = time.monotonic()
 RESULTS = []  # (name, ok, message)
 FAILED_CONTAINERS = set()
-_port = [PORT_BASE]
 
 
 def log(msg):
@@ -117,16 +114,12 @@ def fwfn(args, env=None, cwd=None, check_rc=True, timeout=900):
     return sh([FWFN] + args, env=e, cwd=cwd, check_rc=check_rc, timeout=timeout)
 
 
-def free_port():
-    while True:
-        port = _port[0]
-        _port[0] += 1
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return port
-            except OSError:
-                continue
+def published_port(name):
+    """The host port Docker chose for a container started with `-p 127.0.0.1:0:8080`: Docker
+    binds it itself, so no port is probed, released and raced for."""
+    out = sh(["docker", "port", name, "8080/tcp"]).stdout.split()
+    assert out, "%s publishes no port" % name
+    return int(out[0].rsplit(":", 1)[1])
 
 
 # ---------------------------------------------------------------------------- HTTP
@@ -301,16 +294,15 @@ def docker_logs(name, lines=40):
 
 def start_fn(fn_dir, image, name, env=None, secrets=None, docker_args=(), cwd=None, fwfn_env=None):
     """Start a function container with `fwfn run -d` on a fresh port; returns a Container."""
-    port = free_port()
     sh(["docker", "rm", "-f", name], check_rc=False)
-    args = ["run", fn_dir, "--tag", image, "-p", "127.0.0.1:%d" % port, "-d", "--name", name]
+    args = ["run", fn_dir, "--tag", image, "-p", "127.0.0.1:0", "-d", "--name", name]
     for k, v in (env or {}).items():
         args += ["-e", "%s=%s" % (k, v)]
     if secrets:
         args += ["--secrets", secrets]
     args += ["--", "--label", LABEL] + list(docker_args)
     fwfn(args, cwd=cwd, env=fwfn_env)
-    c = Container(name, port, image)
+    c = Container(name, published_port(name), image)
     CONTAINERS.append(c)
     return c
 
@@ -970,10 +962,10 @@ def quick_start_checks(tmp):
         p = sh(["./fwfn", "build", "hello"], cwd=clone, env=env, timeout=900)
         assert "fwatchdog:latest does not exist" in p.stderr, "fwfn did not say it builds the watchdog image: %r" % p.stderr[-500:]
         assert sh(["docker", "image", "inspect", "fwatchdog:latest"], check_rc=False).returncode == 0, "no fwatchdog:latest"
-        port = free_port()
         sh(["docker", "rm", "-f", "fwatchdog-test-quick-start"], check_rc=False)
-        sh(["./fwfn", "run", "hello", "-p", "127.0.0.1:%d" % port, "-d", "--name", "fwatchdog-test-quick-start",
+        sh(["./fwfn", "run", "hello", "-p", "127.0.0.1:0", "-d", "--name", "fwatchdog-test-quick-start",
             "--", "--label", LABEL], cwd=clone, env=env)
+        port = published_port("fwatchdog-test-quick-start")
         c = Container("fwatchdog-test-quick-start", port, "hello:latest")
         CONTAINERS.append(c)
         wait_healthy(port)
@@ -1031,10 +1023,10 @@ def faas_cli_checks(tmp, langs):
             "--build-arg", "BASE_IMAGE=" + BASE_IMAGE], cwd=proj, env=env, timeout=900)
         image = "fc-python3-http:latest"
         assert sh(["docker", "image", "inspect", image], check_rc=False).returncode == 0, "no image %s" % image
-        port = free_port()
         name = "fwatchdog-test-faas-cli"
         sh(["docker", "rm", "-f", name], check_rc=False)
-        sh(["docker", "run", "-d", "--name", name, "--label", LABEL, "-p", "127.0.0.1:%d:8080" % port, image])
+        sh(["docker", "run", "-d", "--name", name, "--label", LABEL, "-p", "127.0.0.1:0:8080", image])
+        port = published_port(name)
         c = Container(name, port, image)
         CONTAINERS.append(c)
         wait_healthy(port)
