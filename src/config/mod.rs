@@ -273,14 +273,33 @@ impl Config {
         command: Option<Vec<String>>,
     ) -> Result<Config, ConfigError> {
         let r = Reader { lookup };
-        let mode = r.required_mode()?;
+        let classic = r.required(&t::COMPAT, |v| match v {
+            "none" | "" => Ok(false),
+            "classic" => Ok(true),
+            _ => Err(format!("unknown compat {v:?} (use classic or none)")),
+        })?;
+        // The classic watchdog buffers: with compat=classic an unset mode is serializing.
+        let mode = if classic && r.raw(&t::MODE).is_none() {
+            Mode::Serializing
+        } else {
+            r.required_mode()?
+        };
         let function = match mode {
             Mode::Streaming | Mode::Serializing | Mode::File => ModeConfig::Fork(ForkConfig {
                 fprocess: read_fprocess(&r, command)?,
-                content_type: r.string(&t::CONTENT_TYPE).unwrap_or_default(),
+                // Classic: no configured Content-Type means the request's is echoed.
+                content_type: match (classic, r.raw(&t::CONTENT_TYPE)) {
+                    (true, None) => String::new(),
+                    _ => r.string(&t::CONTENT_TYPE).unwrap_or_default(),
+                },
                 cgi_headers: r.bool(&t::CGI_HEADERS)?,
                 cgi_response: r.bool(&t::CGI_RESPONSE)?,
-                combine_output: r.bool(&t::COMBINE_OUTPUT)?,
+                // Classic's combine_output defaults to true.
+                combine_output: match (classic, r.raw(&t::COMBINE_OUTPUT)) {
+                    (true, None) => true,
+                    _ => r.bool(&t::COMBINE_OUTPUT)?,
+                },
+                classic,
             }),
             Mode::Http => {
                 let fprocess = read_fprocess(&r, command)?;

@@ -53,6 +53,8 @@ pub struct ForkConfig {
     pub cgi_response: bool,
     /// stderr into the response.
     pub combine_output: bool,
+    /// `compat=classic`: answers shaped as the classic watchdog's ([`crate::mode::fork`]).
+    pub classic: bool,
 }
 
 /// http mode's settings.

@@ -75,6 +75,15 @@ pub const MODE: Setting = Setting {
     applies: ALL,
 };
 
+/// `compat`.
+pub const COMPAT: Setting = Setting {
+    name: "compat",
+    aliases: &[],
+    default: "none",
+    help: "classic = the classic watchdog's defaults: mode serializing, stderr in the body, the request's Content-Type echoed, 500 with \"exit status N\" on failure",
+    applies: ALL,
+};
+
 /// `fprocess`.
 pub const FPROCESS: Setting = Setting {
     name: "fprocess",
@@ -449,6 +458,7 @@ pub const SETTINGS: &[&Setting] = &[
     &CGI_HEADERS,
     &CGI_RESPONSE,
     &COMBINE_OUTPUT,
+    &COMPAT,
     &PREFIX_LOGS,
     &LOG_BUFFER_SIZE,
     &LOG_FORMAT,

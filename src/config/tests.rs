@@ -175,6 +175,7 @@ const CASES: &[(&str, &str, Option<&str>)] = &[
     ("cgi_headers", "false", Some("maybe")),
     ("cgi_response", "true", Some("2")),
     ("combine_output", "yes", Some("y")),
+    ("compat", "classic", Some("modern")),
     ("prefix_logs", "off", Some("of")),
     ("log_buffer_size", "1024", Some("1")),
     ("log_format", "json", Some("xml")),
@@ -304,4 +305,29 @@ fn help_lists_every_setting_with_its_default() {
             assert!(line.contains(a), "{line}");
         }
     }
+}
+
+#[test]
+fn compat_classic_gives_the_classic_defaults_and_settings_still_win() {
+    let c = cfg(&[("compat", "classic"), ("fprocess", "cat")]).unwrap();
+    assert_eq!(c.mode, Mode::Serializing);
+    let f = fork(&c);
+    assert!(f.classic && f.combine_output);
+    assert_eq!(
+        f.content_type, "",
+        "no content_type: the request's is echoed"
+    );
+    let c = cfg(&[
+        ("compat", "classic"),
+        ("fprocess", "cat"),
+        ("mode", "streaming"),
+        ("combine_output", "false"),
+        ("content_type", "application/json"),
+    ])
+    .unwrap();
+    assert_eq!(c.mode, Mode::Streaming);
+    let f = fork(&c);
+    assert!(f.classic && !f.combine_output);
+    assert_eq!(f.content_type, "application/json");
+    assert!(!fork(&cfg(&[("fprocess", "cat")]).unwrap()).classic);
 }

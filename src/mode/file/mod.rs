@@ -113,10 +113,20 @@ impl FileMode {
         if !status.success() {
             // A failed run is answered like serializing mode (its stdout, or a line naming
             // the exit status); a half-written OUTPUT_FILE is no answer.
-            return self.fork.respond_collected(&parts.method, status, stdout);
+            return self.fork.respond_collected(
+                &parts.method,
+                parts.headers.get(header::CONTENT_TYPE),
+                status,
+                stdout,
+            );
         }
         let Some((file, len)) = open_output(&output)? else {
-            return self.fork.respond_collected(&parts.method, status, stdout);
+            return self.fork.respond_collected(
+                &parts.method,
+                parts.headers.get(header::CONTENT_TYPE),
+                status,
+                stdout,
+            );
         };
         // With cgi_response, stdout may still carry the header block for the file's body,
         // and a Content-Length there must be the file's.

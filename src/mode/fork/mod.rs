@@ -4,6 +4,7 @@
 //! head may not set Content-Length (checked against the body where the whole body is in
 //! hand, dropped where it streams) or any of [`cgi::FRAMING_HEADERS`].
 
+mod classic;
 mod output;
 
 use std::process::{ExitStatus, Stdio};
@@ -277,7 +278,8 @@ impl Fork {
             body::read_body(body, self.config.buffered_body_limit(), ctx.read_deadline).await?;
         let started = self.start(&parts, ctx, &[], &[], true)?;
         let (status, out) = self.run_collect(started, Some(input), ctx).await?;
-        self.respond_collected(&parts.method, status, out)
+        let request_type = parts.headers.get(header::CONTENT_TYPE);
+        self.respond_collected(&parts.method, request_type, status, out)
     }
 
     /// Feeds `input` (if any), collects all output and waits for exit, within the deadline.
@@ -364,6 +366,7 @@ impl Fork {
     pub fn respond_collected(
         &self,
         method: &Method,
+        request_type: Option<&HeaderValue>,
         status: ExitStatus,
         out: Bytes,
     ) -> Result<Response<Body>, Error> {
@@ -371,6 +374,20 @@ impl Fork {
         let (body, length) = frame_body(method, c.code, c.declared, c.body)?;
         if let Some(len) = length {
             c.headers.insert(header::CONTENT_LENGTH, len);
+        }
+        if self.settings.classic {
+            let (code, headers, body) = classic::shape(
+                status,
+                body,
+                c.headers,
+                c.code,
+                &self.settings.content_type,
+                request_type,
+            );
+            if !status.success() {
+                tracing::warn!(exit = %describe_exit(&status), "function failed");
+            }
+            return Ok(response("", code, headers, body::full(body)));
         }
         Ok(exit_response(
             &self.settings,
