@@ -7,6 +7,7 @@
 //! `upstream_url`'s prefix, and a body of at most `max_body_size`. CONNECT, a second or
 //! invalid Host, and a path above the root are answered here and never reach it.
 
+mod h2c;
 mod headers;
 mod ready;
 mod stream;
@@ -14,22 +15,14 @@ mod supervise;
 mod target;
 pub mod upstream;
 
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::body::{Body, BoxError, ReqBody};
 use crate::config::{Config, ConfigError, HttpConfig, Upstream};
@@ -66,14 +59,7 @@ impl Proxy {
         let health = shared.health.clone();
         let upstream = settings.upstream.clone();
         let client = if settings.upstream_h2c {
-            UpstreamClient::H2(Box::new(
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(90))
-                    .http2_only(true)
-                    .build(UpstreamConnector {
-                        upstream: Arc::new(upstream.clone()),
-                    }),
-            ))
+            UpstreamClient::H2(Arc::new(h2c::H2Upstream::new(upstream.clone())))
         } else {
             UpstreamClient::H1(Arc::new(Pool::new(upstream.clone())))
         };
@@ -266,7 +252,7 @@ impl Proxy {
 
     async fn handle_h2(
         &self,
-        client: &Client<UpstreamConnector, ReqBody>,
+        client: &h2c::H2Upstream,
         req: Request<ReqBody>,
         ctx: &Ctx,
     ) -> Result<Response<Body>, Error> {
@@ -293,9 +279,9 @@ impl Proxy {
         let resp = within(ctx.deadline, sent)
             .await
             .ok_or(Error::Timeout(ctx.timeout()))?
-            .map_err(|e| match too_large(&e) {
+            .map_err(|e| match too_large(&*e) {
                 Some(limit) => Error::BodyTooLarge(limit),
-                None => self.upstream_failed(error_chain(&e)),
+                None => self.upstream_failed(error_chain(&*e)),
             })?;
         Ok(to_client(resp, ctx, &self.metrics))
     }
@@ -383,11 +369,11 @@ fn upstream_uri(upstream: &Upstream, authority: Option<&str>, pq: &str) -> Resul
 }
 
 /// How the function is spoken to: HTTP/1.1 through the watchdog's own client, or HTTP/2
-/// (`upstream_h2c`) through hyper's, which multiplexes requests over one connection.
+/// (`upstream_h2c`) over one multiplexed connection (`h2c.rs`).
 #[derive(Clone)]
 enum UpstreamClient {
     H1(Arc<Pool>),
-    H2(Box<Client<UpstreamConnector, ReqBody>>),
+    H2(Arc<h2c::H2Upstream>),
 }
 
 impl UpstreamClient {
@@ -405,33 +391,5 @@ impl UpstreamClient {
                 Ok(client.request(req).await?.status())
             }
         }
-    }
-}
-
-/// Connects to the upstream over TCP or a unix socket.
-#[derive(Clone)]
-pub struct UpstreamConnector {
-    upstream: Arc<Upstream>,
-}
-
-impl tower_service::Service<Uri> for UpstreamConnector {
-    type Response = TokioIo<upstream::Stream>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _uri: Uri) -> Self::Future {
-        // The request URI only carries the path; where to connect is fixed by upstream_url.
-        let upstream = self.upstream.clone();
-        Box::pin(async move { upstream::connect_stream(&upstream).await.map(TokioIo::new) })
-    }
-}
-
-impl Connection for upstream::Stream {
-    fn connected(&self) -> Connected {
-        Connected::new()
     }
 }
