@@ -37,9 +37,23 @@ pub async fn handle(
     if let Some(t) = &trace {
         ctx.env.extend(t.env());
     }
-    let Some(settings) = &config.cloudevents else {
-        return function.handle(req, &ctx).await;
-    };
+    match &config.cloudevents {
+        None => function.handle(req, &ctx).await,
+        // Boxed: inline, the event handling's state would make every request's future (which
+        // is moved, so copied, on its way into the connection) twice the size.
+        Some(settings) => Box::pin(with_events(function, config, settings, req, ctx, trace)).await,
+    }
+}
+
+/// [`handle`] with `cloudevents` on.
+async fn with_events(
+    function: &Function,
+    config: &Config,
+    settings: &CloudEvents,
+    req: Request<ReqBody>,
+    mut ctx: Ctx,
+    trace: Option<TraceContext>,
+) -> Result<Response<Body>, Error> {
     if config.mode == Mode::Http {
         return pass_through(function, config, settings, req, ctx, trace).await;
     }

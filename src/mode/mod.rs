@@ -133,7 +133,9 @@ impl Function {
             Function::File(f) => f.handle(req, ctx).await,
             Function::Proxy(f) => f.handle(req, ctx).await,
             Function::Static(f) => f.handle(req).await,
-            Function::Worker(f) => f.handle(req, ctx).await,
+            // Boxed: a worker request's state is twice any other mode's, and inline it would
+            // set the size of every request's future, which is copied on its way in.
+            Function::Worker(f) => Box::pin(f.handle(req, ctx)).await,
         }
     }
 
