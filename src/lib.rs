@@ -12,7 +12,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod log;
-/// The stderr log buffer under its old name (it is [`log::buffer`] now).
+pub mod memcpy;
 pub mod metrics;
 pub mod mode;
 pub mod process;
