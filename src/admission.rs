@@ -152,14 +152,27 @@ pub fn new_call_id() -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let a = splitmix(seed ^ n);
     let b = splitmix(a ^ n.rotate_left(17));
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0x0fff,
-        ((b >> 48) & 0x3fff) | 0x8000,
-        b & 0xffff_ffff_ffff
-    )
+    // Written digit by digit: `format!` took 2 % of the proxy's user time.
+    let mut out = [0u8; 36];
+    put_hex(&mut out[0..8], a >> 32);
+    out[8] = b'-';
+    put_hex(&mut out[9..13], (a >> 16) & 0xffff);
+    out[13] = b'-';
+    put_hex(&mut out[14..18], 0x4000 | (a & 0x0fff));
+    out[18] = b'-';
+    put_hex(&mut out[19..23], ((b >> 48) & 0x3fff) | 0x8000);
+    out[23] = b'-';
+    put_hex(&mut out[24..36], b & 0xffff_ffff_ffff);
+    out.iter().map(|&c| c as char).collect()
+}
+
+/// `v`'s low hex digits into `out`, as many as it is long, most significant first.
+fn put_hex(out: &mut [u8], mut v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for c in out.iter_mut().rev() {
+        *c = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+    }
 }
 
 fn splitmix(mut x: u64) -> u64 {
@@ -179,6 +192,26 @@ mod tests {
         let b = new_call_id();
         assert_ne!(a, b);
         assert_eq!(a.len(), 36);
+    }
+
+    #[test]
+    fn call_ids_are_version_4_uuids() {
+        for _ in 0..1000 {
+            let id = new_call_id();
+            let groups: Vec<&str> = id.split('-').collect();
+            let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+            assert_eq!(lens, [8, 4, 4, 4, 12], "{id}");
+            assert!(
+                id.bytes()
+                    .all(|c| c == b'-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+                "{id}"
+            );
+            assert!(groups[2].starts_with('4'), "version nibble: {id}");
+            assert!(
+                matches!(groups[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'),
+                "variant: {id}"
+            );
+        }
     }
 
     proptest::proptest! {
