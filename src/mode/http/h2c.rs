@@ -60,3 +60,99 @@ impl H2Upstream {
         Ok(sender)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+
+    use super::*;
+
+    /// A real hyper HTTP/2 server on loopback that closes each connection (GOAWAY, then the
+    /// close once its streams are done) after it has answered three requests, and counts
+    /// the connections.
+    async fn three_per_connection_h2_server() -> (String, Arc<AtomicUsize>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority = l.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let served = Arc::new(AtomicUsize::new(0));
+                    let done = Arc::new(tokio::sync::Notify::new());
+                    let (n, d) = (served.clone(), done.clone());
+                    let svc = hyper::service::service_fn(move |_req| {
+                        if n.fetch_add(1, Ordering::SeqCst) + 1 == 3 {
+                            d.notify_one();
+                        }
+                        async {
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hi"))))
+                        }
+                    });
+                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(s), svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => return,
+                        _ = done.notified() => conn.as_mut().graceful_shutdown(),
+                    }
+                    let _ = conn.await;
+                });
+            }
+        });
+        (authority, accepted)
+    }
+
+    async fn get(up: &H2Upstream) -> String {
+        let req = Request::get("http://localhost/")
+            .body(crate::body::empty_req())
+            .unwrap();
+        let resp = up.request(req).await.expect("the request went through");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    #[tokio::test]
+    async fn requests_share_one_connection_and_a_closed_one_is_replaced() {
+        let (authority, accepted) = three_per_connection_h2_server().await;
+        let up = H2Upstream::new(Upstream::Tcp {
+            authority,
+            prefix: String::new(),
+        });
+        let (a, b, c) = tokio::join!(get(&up), get(&up), get(&up));
+        assert_eq!((a.as_str(), b.as_str(), c.as_str()), ("hi", "hi", "hi"));
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "three requests, one connection"
+        );
+        // The server closes that connection after the third answer; wait until the client
+        // side knows (the connection's task has ended).
+        for _ in 0..500 {
+            let closed = up
+                .sender
+                .lock()
+                .await
+                .as_ref()
+                .is_some_and(|s| s.is_closed());
+            if closed {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(get(&up).await, "hi");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "a new connection for the next request"
+        );
+    }
+}
