@@ -34,12 +34,44 @@ impl H2Upstream {
         }
     }
 
-    /// Sends `req` over the shared connection, opening it first when there is none.
+    /// Sends `req` over the shared connection, opening it first when there is none. A
+    /// request the connection did not take (it was closing: the upstream sent GOAWAY or
+    /// hung up) goes once more, over a new connection; hyper hands such a request back
+    /// untouched, so this holds for requests with a body too.
     pub async fn request(&self, req: Request<ReqBody>) -> Result<Response<Incoming>, BoxError> {
-        let mut sender = self.sender().await?;
-        // Waits while the upstream's concurrent-stream limit is reached.
-        sender.ready().await?;
-        Ok(sender.send_request(req).await?)
+        let mut req = req;
+        let mut retried = false;
+        loop {
+            let mut sender = self.sender().await?;
+            // Waits while the upstream's concurrent-stream limit is reached.
+            let sent = match sender.ready().await {
+                Ok(()) => sender.try_send_request(req).await,
+                Err(e) if !retried => {
+                    tracing::debug!(error = %e, "h2c upstream connection closed; opening another");
+                    self.forget().await;
+                    retried = true;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match sent {
+                Ok(resp) => return Ok(resp),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if !retried => {
+                        tracing::debug!(error = %e.error(), "h2c request not taken; sending it again");
+                        req = unsent;
+                        self.forget().await;
+                        retried = true;
+                    }
+                    _ => return Err(e.into_error().into()),
+                },
+            }
+        }
+    }
+
+    /// Drops the shared connection's handle so the next request opens a new one.
+    async fn forget(&self) {
+        *self.sender.lock().await = None;
     }
 
     async fn sender(&self) -> Result<SendRequest<ReqBody>, BoxError> {
