@@ -4,6 +4,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod admission;
+pub mod alloc;
 pub mod body;
 pub mod busy_poll;
 pub mod cgi;

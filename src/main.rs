@@ -62,6 +62,11 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Cli, String> {
     Ok(Cli::Run { flags, command })
 }
 
+/// The system allocator with a small cache of freed blocks on the runtime thread of the
+/// single-threaded modes (src/alloc.rs says why and how).
+#[global_allocator]
+static ALLOCATOR: fwatchdog::alloc::Cached = fwatchdog::alloc::Cached;
+
 fn main() -> ExitCode {
     let cli = match parse_args(std::env::args().skip(1)) {
         Ok(cli) => cli,
@@ -127,7 +132,11 @@ fn main() -> ExitCode {
     let mut builder = match config.mode {
         // Worker mode too: its workers do the work, and die_with_the_watchdog ties each to the
         // thread that spawned it, which must live as long as the watchdog.
-        Mode::Http | Mode::Static | Mode::Worker => tokio::runtime::Builder::new_current_thread(),
+        Mode::Http | Mode::Static | Mode::Worker => {
+            // This thread runs the runtime and lives as long as the process.
+            fwatchdog::alloc::enable_on_this_thread();
+            tokio::runtime::Builder::new_current_thread()
+        }
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
     // Log lines wait for the moment the thread would sleep (see `log::buffer`), and with
