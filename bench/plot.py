@@ -163,14 +163,12 @@ def markdown(res, pics):
         L += [f"**{res['of_watchdog_note']}**; the other subjects were measured.", ""]
     L += ["## Targets", "", "| target | goal | this run | met |", "|---|---|---|---|"]
     for t in res["targets"]:
-        goal = t.get("goal") or f"≥ {t['target']:g}×"
-        got = t.get("got") or (None if t["ratio"] is None else f"{t['ratio']:.2f}×")
-        if got is None:
-            L.append(f"| {t['what']} | {goal} | not measured | – |")
+        if t["got"] is None:
+            L.append(f"| {t['what']} | {t['goal']} | not measured | – |")
             continue
         rs = [x for x in (t.get("rounds") or []) if x is not None]
         each = f" (rounds: {', '.join(f'{x:.2f}' for x in rs)})" if len(rs) > 1 else ""
-        L.append(f"| {t['what']} | {goal} | {got}{each} | {'yes' if t['met'] else '**no**'} |")
+        L.append(f"| {t['what']} | {t['goal']} | {t['got']}{each} | {'yes' if t['met'] else '**no**'} |")
     L += [""]
     names = {"throughput.svg": "http mode throughput against connections",
              "latency-c1.svg": "http mode latency by percentile at 1 connection",

@@ -61,7 +61,7 @@ pub fn enable_on_this_thread() {
     ENABLED.with(|e| e.set(true));
 }
 
-/// The class of a block of `size` bytes, `None` when it is not cached.
+/// The class of a block with this layout, `None` when blocks like it are not cached.
 fn class(layout: &Layout) -> Option<usize> {
     if layout.size() > MAX_CACHED || layout.align() > MAX_ALIGN {
         return None;

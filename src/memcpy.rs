@@ -11,9 +11,9 @@
 //! cores run at full speed. It is written in assembly so that the compiler cannot turn it
 //! back into a call to itself.
 //!
-//! It is always assembled as `fwatchdog_memcpy` (the tests call it on every target); only
-//! the musl build also exports it as `memcpy`, which the linker then takes instead of
-//! libc.a's. The glibc build keeps glibc's, which is already fast.
+//! It is always assembled as `fwatchdog_memcpy` on x86_64 (the tests call it there with
+//! either libc); only the musl build also exports it as `memcpy`, which the linker then
+//! takes instead of libc.a's. The glibc build keeps glibc's, which is already fast.
 
 #[cfg(target_arch = "x86_64")]
 std::arch::global_asm!(

@@ -2,8 +2,8 @@
 //! request multiplexes over, opened on first use and again after it closed.
 //!
 //! hyper's connection-level client is enough here: HTTP/2 needs no pool of connections, and
-//! hyper-util's pooled client, built for many hosts and protocols, cost the binary about
-//! 60 KB for the one connection this needs.
+//! hyper-util's pooled client, built for many hosts and protocols, cost the binary 190 KB
+//! (at the release profile) for the one connection this needs.
 
 use std::io;
 
@@ -38,8 +38,7 @@ impl H2Upstream {
     /// request the connection did not take (it was closing: the upstream sent GOAWAY or
     /// hung up) goes once more, over a new connection; hyper hands such a request back
     /// untouched, so this holds for requests with a body too.
-    pub async fn request(&self, req: Request<ReqBody>) -> Result<Response<Incoming>, BoxError> {
-        let mut req = req;
+    pub async fn request(&self, mut req: Request<ReqBody>) -> Result<Response<Incoming>, BoxError> {
         let mut retried = false;
         loop {
             let mut sender = self.sender().await?;
