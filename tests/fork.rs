@@ -448,6 +448,24 @@ fn missing_command_is_a_502_not_a_crash() {
     assert_eq!(wd.get("/_/health").unwrap().status, 200);
 }
 
+/// The program is looked up on PATH once at start, but the function still sees the name it
+/// was given as its argv[0], as exec would have passed it.
+#[test]
+fn a_program_found_on_path_keeps_its_bare_name() {
+    let wd = Watchdog::start(&[], &["cat", "/proc/self/cmdline"]);
+    let r = wd.get("/").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "cat\0/proc/self/cmdline\0");
+    let wd = Watchdog::start(&[], &["no-such-function-anywhere"]);
+    let r = wd.get("/").unwrap();
+    assert_eq!(r.status, 502);
+    assert!(
+        r.text().contains("no-such-function-anywhere"),
+        "{}",
+        r.text()
+    );
+}
+
 #[test]
 fn oversized_headers_get_431() {
     let wd = Watchdog::start(&[], &["cat"]);

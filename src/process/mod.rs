@@ -1,6 +1,7 @@
 //! Process supervision: spawn a function in its own process group, kill the whole group with a
 //! grace period, and forward its output to the log line by line.
 
+pub mod path;
 pub mod reaper;
 
 use std::future::Future;

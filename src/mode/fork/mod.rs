@@ -34,6 +34,8 @@ use output::{
 pub struct Fork {
     config: Arc<Config>,
     settings: ForkConfig,
+    /// `fprocess`'s program as found on PATH at start (see `process::path`), or as given.
+    program: std::ffi::OsString,
     log: LogOptions,
     metrics: Arc<crate::metrics::Metrics>,
 }
@@ -59,9 +61,14 @@ pub struct Collected {
 impl Fork {
     /// A runner for `config`.
     pub fn new(config: Arc<Config>, settings: ForkConfig, shared: &crate::mode::Shared) -> Fork {
+        let name = settings.fprocess.program();
+        let path = std::env::var_os("PATH");
+        let program = process::path::resolve(name, path.as_deref())
+            .map_or_else(|| name.into(), std::ffi::OsString::from);
         Fork {
             config,
             settings,
+            program,
             log: shared.log,
             metrics: shared.metrics.clone(),
         }
@@ -88,8 +95,8 @@ impl Fork {
         stdin: bool,
     ) -> Result<Started, Error> {
         let argv = &self.settings.fprocess;
-        let mut cmd = Command::new(argv.program());
-        cmd.args(argv.args()).args(extra_args);
+        let mut cmd = Command::new(&self.program);
+        cmd.arg0(argv.program()).args(argv.args()).args(extra_args);
         if self.settings.cgi_headers {
             cmd.envs(cgi::request_env(parts, &ctx.call_id));
         }
