@@ -1,5 +1,6 @@
-//! The global allocator: the system's, with a small cache of freed blocks on the thread
-//! that serves requests in http, static and worker mode.
+//! The global allocator: the system's, with a small cache of freed blocks on the threads
+//! that serve requests (the runtime's one thread in http, static and worker mode, each of
+//! its pool's threads in the fork modes).
 //!
 //! musl's allocator (mallocng) is compact and returns memory eagerly, which keeps idle RSS
 //! low, but each call takes its global lock and walks its metadata, and a size class that
@@ -17,9 +18,10 @@
 //!    that class, whichever thread allocated it. Larger or more aligned blocks go to the
 //!    system as asked.
 //! 2. Only a thread that called [`enable_on_this_thread`] keeps freed blocks, and only that
-//!    thread's own list is ever touched, so the lists need no lock. It must live as long as
-//!    the process: the lists have no destructor (one would make the first allocation of a
-//!    thread register it, which allocates), so a cache on an exiting thread would leak.
+//!    thread's own list is ever touched, so the lists need no lock. It must call
+//!    [`disable_on_this_thread`] before it exits, or live as long as the process: the lists
+//!    have no destructor (one would make the first allocation of a thread register it,
+//!    which allocates), so a cache left on an exiting thread would leak.
 //! 3. A class keeps at most [`BUDGET`] bytes (and at most [`MAX_BLOCKS`] blocks): the cache
 //!    can never hold more than about 130 KB.
 
@@ -55,10 +57,39 @@ thread_local! {
         const { UnsafeCell::new([FreeList { head: ptr::null_mut(), len: 0 }; CLASSES]) };
 }
 
-/// Lets this thread keep freed blocks. For the thread that runs a single-threaded runtime
-/// and lives as long as the process (invariant 2).
+/// Lets this thread keep freed blocks. A thread that may exit first must call
+/// [`disable_on_this_thread`] before it does (invariant 2).
 pub fn enable_on_this_thread() {
     ENABLED.with(|e| e.set(true));
+}
+
+/// Stops keeping freed blocks on this thread and gives the kept ones back to the system:
+/// for a runtime thread that is about to exit (tokio's `on_thread_stop`).
+pub fn disable_on_this_thread() {
+    if !enabled() {
+        return;
+    }
+    ENABLED.with(|e| e.set(false));
+    let _ = LISTS.try_with(|l| {
+        // SAFETY: the lists belong to this thread; with the cache off, freeing below cannot
+        // reach them again, so this borrow is the only one.
+        let lists = unsafe { &mut *l.get() };
+        for (c, list) in lists.iter_mut().enumerate() {
+            while !list.head.is_null() {
+                let block = list.head;
+                // SAFETY: a cached block holds the next link in its first word, and was
+                // allocated by the system at its class size (invariant 1).
+                unsafe {
+                    list.head = block.cast::<*mut u8>().read();
+                    System.dealloc(
+                        block,
+                        Layout::from_size_align_unchecked(class_size(c), MAX_ALIGN),
+                    );
+                }
+            }
+            list.len = 0;
+        }
+    });
 }
 
 /// The class of a block with this layout, `None` when blocks like it are not cached.

@@ -137,8 +137,16 @@ fn main() -> ExitCode {
             fwatchdog::alloc::enable_on_this_thread();
             tokio::runtime::Builder::new_current_thread()
         }
-        _ => tokio::runtime::Builder::new_multi_thread(),
+        // Each worker thread keeps its own cache (turned on where only workers pass: the
+        // unpark hook; blocking-pool threads come and go and keep none), and gives it back
+        // if it exits.
+        _ => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.on_thread_stop(fwatchdog::alloc::disable_on_this_thread);
+            b
+        }
     };
+    let multi_thread = !matches!(config.mode, Mode::Http | Mode::Static | Mode::Worker);
     // Log lines wait for the moment the thread would sleep (see `log::buffer`), and with
     // busy_poll the thread looks for new work a little longer first.
     builder
@@ -146,7 +154,12 @@ fn main() -> ExitCode {
             fwatchdog::log::buffer::flush();
             fwatchdog::busy_poll::park();
         })
-        .on_thread_unpark(fwatchdog::busy_poll::unpark);
+        .on_thread_unpark(move || {
+            if multi_thread {
+                fwatchdog::alloc::enable_on_this_thread();
+            }
+            fwatchdog::busy_poll::unpark();
+        });
     // Quota and affinity both count (std reads the cgroup's cpu.max or cfs quota).
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let budget = fwatchdog::busy_poll::resolve(config.busy_poll, config.mode, cpus);

@@ -118,6 +118,8 @@ fn on_a_caching_thread(ops: Vec<Op>) {
     std::thread::spawn(move || {
         enable_on_this_thread();
         run(&ops);
+        disable_on_this_thread();
+        assert_eq!(kept_here(), 0);
     })
     .join()
     .unwrap();
@@ -176,6 +178,44 @@ fn a_class_keeps_no_more_than_its_budget() {
             );
             assert!(len > 0, "size {size}: freed blocks are kept");
         }
+    })
+    .join()
+    .unwrap();
+}
+
+/// Blocks in this thread's lists, over every class.
+fn kept_here() -> usize {
+    // SAFETY: this thread's lists, no other borrow alive.
+    LISTS.with(|l| unsafe { (*l.get()).iter().map(|list| list.len).sum() })
+}
+
+#[test]
+fn a_thread_that_stops_caching_gives_every_block_back_and_keeps_none_after() {
+    std::thread::spawn(|| {
+        enable_on_this_thread();
+        let a = Cached;
+        let layouts: Vec<Layout> = [16, 100, 3000, 16_000]
+            .iter()
+            .map(|&s| Layout::from_size_align(s, 8).unwrap())
+            .collect();
+        let free_some = || {
+            for layout in &layouts {
+                // SAFETY: a non-zero size; every block is freed once, with its layout.
+                let blocks: Vec<*mut u8> = (0..8).map(|_| unsafe { a.alloc(*layout) }).collect();
+                for b in blocks {
+                    // SAFETY: allocated just above with this layout.
+                    unsafe { a.dealloc(b, *layout) };
+                }
+            }
+        };
+        free_some();
+        assert!(kept_here() > 0, "freed blocks are kept while caching");
+        disable_on_this_thread();
+        assert_eq!(kept_here(), 0, "every kept block went back");
+        free_some();
+        assert_eq!(kept_here(), 0, "nothing is kept once off");
+        // Harmless twice (tokio may stop a thread that never started caching).
+        disable_on_this_thread();
     })
     .join()
     .unwrap();
