@@ -99,24 +99,28 @@ pub fn budget() -> Duration {
     Duration::from_nanos(BUDGET_NS.load(Ordering::Acquire))
 }
 
-/// The process's epoll descriptors, to tell afterwards which one a new runtime made.
-pub fn epoll_fds() -> HashSet<RawFd> {
+/// The process's open descriptors, to tell afterwards which ones a new runtime made.
+pub fn open_fds() -> HashSet<RawFd> {
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
         return HashSet::new();
     };
-    dir.filter_map(Result::ok)
-        .filter(|e| {
-            std::fs::read_link(e.path())
-                .is_ok_and(|t| t.as_os_str().as_encoded_bytes().ends_with(b"[eventpoll]"))
-        })
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect()
 }
 
-/// Turns polling on for the runtime whose epoll descriptors are those in `after` but not
-/// in `before`. Returns false (and polling stays off) unless there are one or two.
-pub fn enable(before: &HashSet<RawFd>, after: &HashSet<RawFd>, budget: Duration) -> bool {
-    let new: Vec<RawFd> = after.difference(before).copied().collect();
+/// Turns polling on for the runtime whose epoll descriptors are among those opened since
+/// `before` was taken. Returns false (and polling stays off) unless there are one or two.
+/// Only the new descriptors are looked at: each readlink in /proc costs a path walk, and
+/// this runs on the way to the first healthy answer.
+pub fn enable(before: &HashSet<RawFd>, budget: Duration) -> bool {
+    let new: Vec<RawFd> = open_fds()
+        .difference(before)
+        .copied()
+        .filter(|fd| {
+            std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                .is_ok_and(|t| t.as_os_str().as_encoded_bytes().ends_with(b"[eventpoll]"))
+        })
+        .collect();
     if new.is_empty() || new.len() > DRIVER_FDS.len() {
         return false;
     }

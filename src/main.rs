@@ -163,7 +163,7 @@ fn main() -> ExitCode {
     // Quota and affinity both count (std reads the cgroup's cpu.max or cfs quota).
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let budget = fwatchdog::busy_poll::resolve(config.busy_poll, config.mode, cpus);
-    let epoll_before = (!budget.is_zero()).then(fwatchdog::busy_poll::epoll_fds);
+    let fds_before = (!budget.is_zero()).then(fwatchdog::busy_poll::open_fds);
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -171,9 +171,8 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Some(before) = epoll_before {
-        let after = fwatchdog::busy_poll::epoll_fds();
-        if !fwatchdog::busy_poll::enable(&before, &after, budget) {
+    if let Some(before) = fds_before {
+        if !fwatchdog::busy_poll::enable(&before, budget) {
             eprintln!(
                 "fwatchdog: busy_poll: cannot find the runtime's epoll descriptor; polling off"
             );

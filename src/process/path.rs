@@ -4,12 +4,28 @@
 //! miss is a system call that opens and walks directories. Fork modes start a process per
 //! request, so with PATH's usual half-dozen entries that is five failed execve calls per
 //! request for a program in /usr/bin. Resolving the name once keeps the search out of the
-//! request path; the process still sees the bare name as its argv[0].
+//! request path; the process still sees the bare name as its argv[0]. (Each failed execve
+//! copies the whole argument list and environment into the kernel before the lookup fails;
+//! a stat does not.)
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+/// A command for `name`, found on this process's PATH now (see [`resolve`]) and given the
+/// bare name as its argv[0]; for processes started once or a few times (http mode's server,
+/// worker mode's pool), where looking up again per start costs nothing that matters.
+pub fn command(name: &str) -> tokio::process::Command {
+    match resolve(name, std::env::var_os("PATH").as_deref()) {
+        Some(found) => {
+            let mut cmd = tokio::process::Command::new(found);
+            cmd.arg0(name);
+            cmd
+        }
+        None => tokio::process::Command::new(name),
+    }
+}
 
 /// musl's and glibc's search path when PATH is unset.
 const DEFAULT_PATH: &str = "/usr/local/bin:/bin:/usr/bin";
@@ -117,6 +133,21 @@ mod tests {
             resolve("f", Some(&relative_after)),
             Some(a.path().join("f"))
         );
+    }
+
+    #[test]
+    fn a_command_runs_the_program_found_under_its_bare_name() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let out = rt
+            .block_on(async { command("cat").arg("/proc/self/cmdline").output().await })
+            .unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout, b"cat\0/proc/self/cmdline\0");
+        let missing = rt.block_on(async { command("no-such-program-anywhere").status().await });
+        assert_eq!(missing.unwrap_err().kind(), std::io::ErrorKind::NotFound);
     }
 
     #[test]

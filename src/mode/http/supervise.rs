@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use nix::sys::signal::Signal;
-use tokio::process::Command;
 use tokio::sync::{oneshot, watch};
 
 use crate::config::Argv;
@@ -29,7 +28,7 @@ pub(super) struct Handle {
 
 /// Spawns `argv` and the task that supervises it; `exited` turns true when it is gone.
 pub(super) fn spawn(argv: &Argv, log: LogOptions, exited: Arc<AtomicBool>) -> io::Result<Running> {
-    let mut cmd = Command::new(argv.program());
+    let mut cmd = process::path::command(argv.program());
     cmd.args(argv.args())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())

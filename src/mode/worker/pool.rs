@@ -222,7 +222,7 @@ impl Pool {
         let argv = &self.settings.argv;
         let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| format!("cannot make the response pipe: {e}"))?;
-        let mut cmd = Command::new(argv.program());
+        let mut cmd = process::path::command(argv.program());
         cmd.args(argv.args())
             .env("WORKER_PROTOCOL", "1")
             .stdin(Stdio::piped())
