@@ -163,7 +163,8 @@ pub fn new_call_id() -> String {
     put_hex(&mut out[19..23], ((b >> 48) & 0x3fff) | 0x8000);
     out[23] = b'-';
     put_hex(&mut out[24..36], b & 0xffff_ffff_ffff);
-    out.iter().map(|&c| c as char).collect()
+    // Hex digits and dashes: always UTF-8. (Collecting chars pushed them one by one.)
+    String::from_utf8(out.to_vec()).unwrap_or_default()
 }
 
 /// `v`'s low hex digits into `out`, as many as it is long, most significant first.
