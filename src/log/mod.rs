@@ -37,10 +37,11 @@ impl Line {
     pub fn new(format: LogFormat, level: Level, message: &str) -> Line {
         // An access-log line is some 150 bytes: one allocation, no growing.
         let mut out = Vec::with_capacity(message.len() + 160);
-        let now = humantime::format_rfc3339_micros(SystemTime::now());
+        let now = SystemTime::now();
         match format {
             LogFormat::Text => {
-                let _ = write!(Bytes(&mut out), "{now} ");
+                timestamp(&mut out, now);
+                out.push(b' ');
                 // tracing pads the level to five characters.
                 let level: &[u8] = match level {
                     Level::ERROR => b"ERROR ",
@@ -54,7 +55,7 @@ impl Line {
             }
             LogFormat::Json => {
                 out.extend_from_slice(b"{\"timestamp\":\"");
-                let _ = write!(Bytes(&mut out), "{now}");
+                timestamp(&mut out, now);
                 out.extend_from_slice(b"\",\"level\":\"");
                 out.extend_from_slice(level.as_str().as_bytes());
                 out.extend_from_slice(b"\",\"message\":");
@@ -157,6 +158,53 @@ impl Line {
             }
         }
     }
+}
+
+/// `now` as tracing-subscriber stamps a line (humantime's RFC 3339 with microseconds,
+/// "2026-01-02T03:04:05.123470Z"). The part up to the second is formatted once per second
+/// and kept: calendar arithmetic on every line was a tenth of the access log's cost. A clock
+/// outside the years 1970 to 9999 is written as the nearest end of that range (humantime
+/// panics before 1970 and fails after 9999).
+fn timestamp(out: &mut Vec<u8>, now: SystemTime) {
+    /// The last second formatted on this thread, and its "YYYY-MM-DDTHH:MM:SS".
+    type Cached = Option<(u64, [u8; 19])>;
+    thread_local! {
+        static LAST: std::cell::Cell<Cached> = const { std::cell::Cell::new(None) };
+    }
+    /// 10000-01-01T00:00:00Z.
+    const END: Duration = Duration::from_secs(253_402_300_800);
+    let since = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .min(END - Duration::from_micros(1));
+    let secs = since.as_secs();
+    let prefix = match LAST.with(|l| l.get()) {
+        Some((s, p)) if s == secs => p,
+        _ => {
+            let mut whole = Vec::with_capacity(32);
+            let second = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            let _ = write!(
+                Bytes(&mut whole),
+                "{}",
+                humantime::format_rfc3339_seconds(second)
+            );
+            // "YYYY-MM-DDTHH:MM:SSZ" for every second in range.
+            let mut p = *b"1970-01-01T00:00:00";
+            if let Some(got) = whole.get(..19) {
+                p.copy_from_slice(got);
+            }
+            LAST.with(|l| l.set(Some((secs, p))));
+            p
+        }
+    };
+    out.extend_from_slice(&prefix);
+    let mut frac = *b".000000Z";
+    let mut micros = since.subsec_micros();
+    for c in frac[1..7].iter_mut().rev() {
+        *c = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    out.extend_from_slice(&frac);
 }
 
 /// The access-log line for one request.

@@ -353,3 +353,30 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// The cached-second timestamp against humantime's own formatting, for any instant from
+    /// 1970 to 9999, several within one second (which hit the cache) and across seconds.
+    #[test]
+    fn timestamps_are_humantimes(secs in 0u64..253_402_300_800, micros in proptest::collection::vec(0u32..1_000_000, 1..4)) {
+        for m in micros {
+            let at = SystemTime::UNIX_EPOCH + Duration::new(secs, m * 1000 + 999);
+            let mut out = Vec::new();
+            timestamp(&mut out, at);
+            prop_assert_eq!(String::from_utf8(out).unwrap(), humantime::format_rfc3339_micros(at).to_string());
+        }
+    }
+}
+
+#[test]
+fn clocks_outside_1970_to_9999_are_written_as_the_nearest_end() {
+    let stamp = |at: SystemTime| {
+        let mut out = Vec::new();
+        timestamp(&mut out, at);
+        String::from_utf8(out).unwrap()
+    };
+    let before = SystemTime::UNIX_EPOCH - Duration::from_secs(1);
+    assert_eq!(stamp(before), "1970-01-01T00:00:00.000000Z");
+    let after = SystemTime::UNIX_EPOCH + Duration::from_secs(300_000_000_000);
+    assert_eq!(stamp(after), "9999-12-31T23:59:59.999999Z");
+}
