@@ -134,12 +134,12 @@ fn main() -> ExitCode {
         // thread that spawned it, which must live as long as the watchdog.
         Mode::Http | Mode::Static | Mode::Worker => {
             // This thread runs the runtime and lives as long as the process.
-            fwatchdog::alloc::enable_on_this_thread(fwatchdog::alloc::BUDGET);
+            fwatchdog::alloc::enable_on_this_thread();
             tokio::runtime::Builder::new_current_thread()
         }
-        // Each worker thread keeps its own, smaller cache (turned on where only workers
-        // pass: the unpark hook; blocking-pool threads come and go and keep none), and gives
-        // it back if it exits.
+        // Each worker thread keeps its own cache (turned on where only workers pass: the
+        // unpark hook; blocking-pool threads come and go and keep none), and gives it back
+        // if it exits.
         _ => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
             b.on_thread_stop(fwatchdog::alloc::disable_on_this_thread);
@@ -156,7 +156,7 @@ fn main() -> ExitCode {
         })
         .on_thread_unpark(move || {
             if multi_thread {
-                fwatchdog::alloc::enable_on_this_thread(fwatchdog::alloc::WORKER_BUDGET);
+                fwatchdog::alloc::enable_on_this_thread();
             }
             fwatchdog::busy_poll::unpark();
         });

@@ -116,7 +116,7 @@ fn run(ops: &[Op]) {
 
 fn on_a_caching_thread(ops: Vec<Op>) {
     std::thread::spawn(move || {
-        enable_on_this_thread(BUDGET);
+        enable_on_this_thread();
         run(&ops);
         disable_on_this_thread();
         assert_eq!(kept_here(), 0);
@@ -155,38 +155,34 @@ fn classes_are_powers_of_two_from_16_and_stop_at_the_limits() {
 
 #[test]
 fn a_class_keeps_no_more_than_its_budget() {
-    for budget in [BUDGET, WORKER_BUDGET, 1 << 30] {
-        std::thread::spawn(move || {
-            enable_on_this_thread(budget);
-            let a = Cached;
-            for size in [24, 300, 5000, 16_000] {
-                let layout = Layout::from_size_align(size, 8).unwrap();
-                // SAFETY: non-zero sizes; each block freed once with its layout.
-                let blocks: Vec<*mut u8> = (0..200).map(|_| unsafe { a.alloc(layout) }).collect();
-                for b in blocks {
-                    // SAFETY: blocks allocated by `Cached` with this layout, each used once.
-                    unsafe { a.dealloc(b, layout) };
-                }
-                let c = class(&layout).unwrap();
-                let (len, bytes) = LISTS.with(|l| {
-                    // SAFETY: this thread's lists, no other borrow alive.
-                    let list = unsafe { (*l.get())[c] };
-                    (list.len, list.len * class_size(c))
-                });
-                assert!(
-                    len <= MAX_BLOCKS && bytes <= budget.min(BUDGET),
-                    "budget {budget}, size {size}: {len} blocks kept"
-                );
-                assert!(
-                    len > 0 || class_size(c) > budget,
-                    "budget {budget}, size {size}: freed blocks are kept"
-                );
+    std::thread::spawn(|| {
+        enable_on_this_thread();
+        let a = Cached;
+        for size in [24, 300, 2000, 5000, 16_000] {
+            let layout = Layout::from_size_align(size, 8).unwrap();
+            // SAFETY: non-zero sizes; each block freed once with its layout.
+            let blocks: Vec<*mut u8> = (0..200).map(|_| unsafe { a.alloc(layout) }).collect();
+            for b in blocks {
+                // SAFETY: blocks allocated by `Cached` with this layout, each used once.
+                unsafe { a.dealloc(b, layout) };
             }
-            disable_on_this_thread();
-        })
-        .join()
-        .unwrap();
-    }
+            let c = class(&layout).unwrap();
+            let (len, bytes) = LISTS.with(|l| {
+                // SAFETY: this thread's lists, no other borrow alive.
+                let list = unsafe { (*l.get())[c] };
+                (list.len, list.len * class_size(c))
+            });
+            assert!(
+                len <= MAX_BLOCKS && bytes <= BUDGET,
+                "size {size}: {len} blocks kept"
+            );
+            // Classes up to the budget keep some; larger ones keep none.
+            assert_eq!(len > 0, class_size(c) <= BUDGET, "size {size}: {len} kept");
+        }
+        disable_on_this_thread();
+    })
+    .join()
+    .unwrap();
 }
 
 /// Blocks in this thread's lists, over every class.
@@ -198,7 +194,7 @@ fn kept_here() -> usize {
 #[test]
 fn a_thread_that_stops_caching_gives_every_block_back_and_keeps_none_after() {
     std::thread::spawn(|| {
-        enable_on_this_thread(BUDGET);
+        enable_on_this_thread();
         let a = Cached;
         let layouts: Vec<Layout> = [16, 100, 3000, 16_000]
             .iter()
@@ -242,7 +238,7 @@ fn blocks_may_be_freed_on_another_thread_in_either_direction() {
     .join()
     .unwrap();
     let cached: Vec<usize> = std::thread::spawn(move || {
-        enable_on_this_thread(BUDGET);
+        enable_on_this_thread();
         let a = Cached;
         for &p in &plain {
             // SAFETY: blocks allocated by `Cached` with this layout, each used once.
