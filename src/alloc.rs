@@ -1,6 +1,6 @@
 //! The global allocator: the system's, with a small cache of freed blocks on the threads
 //! that serve requests (the runtime's one thread in http, static and worker mode, each of
-//! its pool's threads in the fork modes).
+//! its pool's threads in the fork modes, given back when such a thread exits).
 //!
 //! musl's allocator (mallocng) is compact and returns memory eagerly, which keeps idle RSS
 //! low, but each call takes its global lock and walks its metadata, and a size class that
@@ -69,14 +69,8 @@ pub fn enable_on_this_thread() {
 /// Stops keeping freed blocks on this thread and gives the kept ones back to the system:
 /// for a runtime thread that is about to exit (tokio's `on_thread_stop`).
 pub fn disable_on_this_thread() {
-    if !enabled() {
-        return;
-    }
-    ENABLED.with(|e| e.set(false));
-    let _ = LISTS.try_with(|l| {
-        // SAFETY: the lists belong to this thread; with the cache off, freeing below cannot
-        // reach them again, so this borrow is the only one.
-        let lists = unsafe { &mut *l.get() };
+    // Freeing to the system does not come back through the cache, so `with_lists` holds.
+    let _ = with_lists(|lists| {
         for (c, list) in lists.iter_mut().enumerate() {
             while !list.head.is_null() {
                 let block = list.head;
@@ -93,6 +87,7 @@ pub fn disable_on_this_thread() {
             list.len = 0;
         }
     });
+    let _ = ENABLED.try_with(|e| e.set(false));
 }
 
 /// The class of a block with this layout, `None` when blocks like it are not cached.
@@ -131,7 +126,8 @@ fn with_lists<R>(f: impl FnOnce(&mut [FreeList; CLASSES]) -> R) -> Option<R> {
         return None;
     }
     // SAFETY: the lists belong to this thread, nothing else reaches them, and `f` does not
-    // allocate (it only links and unlinks blocks), so this borrow is the only one.
+    // allocate (it links and unlinks blocks, or frees them to the system), so this borrow
+    // is the only one.
     LISTS.try_with(|l| f(unsafe { &mut *l.get() })).ok()
 }
 

@@ -62,8 +62,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Cli, String> {
     Ok(Cli::Run { flags, command })
 }
 
-/// The system allocator with a small cache of freed blocks on the runtime thread of the
-/// single-threaded modes (src/alloc.rs says why and how).
+/// The system allocator with a small cache of freed blocks on the runtime's threads
+/// (src/alloc.rs says why and how).
 #[global_allocator]
 static ALLOCATOR: fwatchdog::alloc::Cached = fwatchdog::alloc::Cached;
 
@@ -129,24 +129,20 @@ fn main() -> ExitCode {
     // The proxy's own work per request is tiny next to the function behind it, and one
     // thread saves the cross-thread wake-ups that dominate its latency. Fork modes keep a
     // thread per core: spawning a process briefly blocks the thread that does it.
-    let mut builder = match config.mode {
-        // Worker mode too: its workers do the work, and die_with_the_watchdog ties each to the
-        // thread that spawned it, which must live as long as the watchdog.
-        Mode::Http | Mode::Static | Mode::Worker => {
-            // This thread runs the runtime and lives as long as the process.
-            fwatchdog::alloc::enable_on_this_thread();
-            tokio::runtime::Builder::new_current_thread()
-        }
-        // Each worker thread keeps its own cache (turned on where only workers pass: the
-        // unpark hook; blocking-pool threads come and go and keep none), and gives it back
-        // if it exits.
-        _ => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.on_thread_stop(fwatchdog::alloc::disable_on_this_thread);
-            b
-        }
+    // Worker mode too: its workers do the work, and die_with_the_watchdog ties each to the
+    // thread that spawned it, which must live as long as the watchdog.
+    let one_thread = matches!(config.mode, Mode::Http | Mode::Static | Mode::Worker);
+    let mut builder = if one_thread {
+        // This thread runs the runtime and lives as long as the process.
+        fwatchdog::alloc::enable_on_this_thread();
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        // Every pool thread keeps its own cache and gives it back when it exits.
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.on_thread_start(fwatchdog::alloc::enable_on_this_thread)
+            .on_thread_stop(fwatchdog::alloc::disable_on_this_thread);
+        b
     };
-    let multi_thread = !matches!(config.mode, Mode::Http | Mode::Static | Mode::Worker);
     // Log lines wait for the moment the thread would sleep (see `log::buffer`), and with
     // busy_poll the thread looks for new work a little longer first.
     builder
@@ -154,12 +150,7 @@ fn main() -> ExitCode {
             fwatchdog::log::buffer::flush();
             fwatchdog::busy_poll::park();
         })
-        .on_thread_unpark(move || {
-            if multi_thread {
-                fwatchdog::alloc::enable_on_this_thread();
-            }
-            fwatchdog::busy_poll::unpark();
-        });
+        .on_thread_unpark(fwatchdog::busy_poll::unpark);
     // Quota and affinity both count (std reads the cgroup's cpu.max or cfs quota).
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let budget = fwatchdog::busy_poll::resolve(config.busy_poll, config.mode, cpus);
