@@ -8,23 +8,24 @@
 //! copies the whole argument list and environment into the kernel before the lookup fails;
 //! a stat does not.)
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-/// A command for `name`, found on this process's PATH now (see [`resolve`]) and given the
-/// bare name as its argv[0]; for processes started once or a few times (http mode's server,
-/// worker mode's pool), where looking up again per start costs nothing that matters.
+/// What to exec for `name`: where [`resolve`] finds it on this process's PATH now, or the
+/// name itself, left to exec's own search.
+pub fn find(name: &str) -> OsString {
+    resolve(name, std::env::var_os("PATH").as_deref()).map_or_else(|| name.into(), Into::into)
+}
+
+/// A command for `name`, found on PATH now ([`find`]) and given the bare name as its argv[0];
+/// for processes started once or a few times (http mode's server, worker mode's pool), where
+/// looking up again per start costs nothing that matters.
 pub fn command(name: &str) -> tokio::process::Command {
-    match resolve(name, std::env::var_os("PATH").as_deref()) {
-        Some(found) => {
-            let mut cmd = tokio::process::Command::new(found);
-            cmd.arg0(name);
-            cmd
-        }
-        None => tokio::process::Command::new(name),
-    }
+    let mut cmd = tokio::process::Command::new(find(name));
+    cmd.arg0(name);
+    cmd
 }
 
 /// musl's and glibc's search path when PATH is unset.
@@ -65,7 +66,6 @@ fn is_executable_file(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::ffi::OsString;
     use std::fs;
 
     /// A fresh directory holding `files` (name, mode), removed when dropped.

@@ -61,10 +61,7 @@ pub struct Collected {
 impl Fork {
     /// A runner for `config`.
     pub fn new(config: Arc<Config>, settings: ForkConfig, shared: &crate::mode::Shared) -> Fork {
-        let name = settings.fprocess.program();
-        let path = std::env::var_os("PATH");
-        let program = process::path::resolve(name, path.as_deref())
-            .map_or_else(|| name.into(), std::ffi::OsString::from);
+        let program = process::path::find(settings.fprocess.program());
         Fork {
             config,
             settings,
