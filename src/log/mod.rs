@@ -199,12 +199,18 @@ fn timestamp(out: &mut Vec<u8>, now: SystemTime) {
     };
     out.extend_from_slice(&prefix);
     let mut frac = *b".000000Z";
-    let mut micros = since.subsec_micros();
-    for c in frac[1..7].iter_mut().rev() {
-        *c = b'0' + (micros % 10) as u8;
-        micros /= 10;
-    }
+    put_decimal(&mut frac[1..7], since.subsec_micros().into());
     out.extend_from_slice(&frac);
+}
+
+/// `v`'s low decimal digits into `out`, zero-padded to its length, most significant first:
+/// for the fixed-width numbers of timestamps and durations, where `fmt` costs more than the
+/// rest of the work.
+pub(crate) fn put_decimal(out: &mut [u8], mut v: u64) {
+    for c in out.iter_mut().rev() {
+        *c = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
 }
 
 /// The access-log line for one request.

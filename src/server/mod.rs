@@ -298,25 +298,13 @@ fn log_request(
 /// part of finishing a response.
 fn seconds_value(d: Duration) -> HeaderValue {
     // u64::MAX has 20 digits; a dot and six decimals follow.
-    let mut buf = [0u8; 27];
-    let mut micros = d.subsec_micros();
-    for c in buf[21..].iter_mut().rev() {
-        *c = b'0' + (micros % 10) as u8;
-        micros /= 10;
-    }
-    buf[20] = b'.';
-    let mut secs = d.as_secs();
-    let mut start = 20;
-    loop {
-        start -= 1;
-        buf[start] = b'0' + (secs % 10) as u8;
-        secs /= 10;
-        if secs == 0 {
-            break;
-        }
-    }
+    let mut buf = *b"00000000000000000000.000000";
+    crate::log::put_decimal(&mut buf[..20], d.as_secs());
+    crate::log::put_decimal(&mut buf[21..], d.subsec_micros().into());
+    // The seconds without their leading zeros, but at least one digit.
+    let start = buf[..19].iter().take_while(|&&c| c == b'0').count();
     // Digits and a dot are always a valid header value.
-    HeaderValue::from_bytes(&buf[start..]).unwrap_or(HeaderValue::from_static("0.000000"))
+    HeaderValue::from_bytes(&buf[start..]).unwrap_or_else(|_| HeaderValue::from_static("0.000000"))
 }
 
 #[cfg(test)]

@@ -71,7 +71,6 @@ pub(super) fn parse_head(buf: &mut BytesMut) -> Result<Option<ParsedHead>, HeadE
             _ => (0, 0),
         }
     };
-    let count = resp.headers.len();
     let spans: Vec<_> = resp
         .headers
         .iter()
@@ -80,7 +79,7 @@ pub(super) fn parse_head(buf: &mut BytesMut) -> Result<Option<ParsedHead>, HeadE
     let head = buf.split_to(len).freeze();
     // Room for the two headers the watchdog adds (X-Duration-Seconds, X-Call-Id) without
     // growing the map.
-    let mut headers = HeaderMap::with_capacity(count + 2);
+    let mut headers = HeaderMap::with_capacity(spans.len() + 2);
     for &((n0, n1), (v0, v1)) in &spans {
         let name = head.get(n0..n1).map(HeaderName::from_bytes);
         let value = HeaderValue::from_maybe_shared(head.slice(v0..v1));
